@@ -1,0 +1,5 @@
+import sys
+
+from contraseg.cli import main
+
+sys.exit(main())

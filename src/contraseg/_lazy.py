@@ -1,0 +1,26 @@
+"""Lazy attribute loading for package ``__init__`` files (PEP 562).
+
+A package lists ``{public name: submodule}``; the submodule is imported the first
+time the name is used, so ``import contraseg.losses`` stays cheap and one broken
+optional dependency does not break unrelated imports.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+
+def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """Return ``(__getattr__, __dir__)`` for a package exporting ``exports``."""
+
+    def __getattr__(name: str) -> Any:
+        module = exports.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(f"{package}.{module}"), name)
+
+    def __dir__() -> list[str]:
+        return sorted(exports)
+
+    return __getattr__, __dir__

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``contraseg`` CLI, one module each (see contraseg.cli)."""

@@ -1,0 +1,51 @@
+"""Name -> dataset class registry used by ``build_dataset`` and the CLI.
+
+Built-in datasets are listed as ``"module:Class"`` strings and imported on first
+use, so a missing optional dependency (OpenCV for SYNTHIA, say) only matters
+for the dataset that needs it. Third-party code may add its own with
+:func:`register_dataset`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+_BUILTIN: dict[str, str] = {
+    "cityscapes": "contraseg.data.cityscapes:CityscapesDataset",
+    "gta5": "contraseg.data.gta5:GTA5Dataset",
+    "synthia": "contraseg.data.synthia:SynthiaDataset",
+    "ade20k": "contraseg.data.ade20k:ADE20KDataset",
+    "synthetic-source": "contraseg.data.synthetic:SyntheticSourceDataset",
+    "synthetic-target": "contraseg.data.synthetic:SyntheticTargetDataset",
+}
+_REGISTERED: dict[str, Callable[..., Any]] = {}
+
+
+def register_dataset(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Class decorator: make ``build_dataset(name, ...)`` construct the class."""
+
+    def wrap(cls: Callable[..., Any]) -> Callable[..., Any]:
+        _REGISTERED[name] = cls
+        return cls
+
+    return wrap
+
+
+def dataset_names() -> list[str]:
+    return sorted(set(_BUILTIN) | set(_REGISTERED))
+
+
+def get_dataset_class(name: str) -> Callable[..., Any]:
+    """The class registered for ``name``; ValueError listing the known names otherwise."""
+    if name in _REGISTERED:
+        return _REGISTERED[name]
+    if name not in _BUILTIN:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(dataset_names())}")
+    module, attr = _BUILTIN[name].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def build_dataset(name: str, **kwargs: Any) -> Any:
+    """Construct the dataset registered as ``name`` with ``kwargs``."""
+    return get_dataset_class(name)(**kwargs)

@@ -1,0 +1,25 @@
+"""Contrastive and prototype losses for dense prediction, one method per module.
+
+=====================  ==========================================================
+``ProACLoss``          prototype-anchor contrast with fixed prototypes (ProAC)
+``PixelContrastLoss``  cross-image pixel-to-pixel contrast (ContrastiveSeg)
+``PPCLoss``            pixel-prototype contrast (ProtoSeg)
+``PPDLoss``            pixel-prototype distance (ProtoSeg)
+``ImageLevelLoss``     image-level weak-label loss (WDASS)
+``PrototypeContrastLoss``  pixel-to-prototype contrast across / within domains (WDASS)
+=====================  ==========================================================
+"""
+
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "ProACLoss": "proac",
+    "PixelContrastLoss": "pixel_contrast",
+    "PPCLoss": "protoseg",
+    "PPDLoss": "protoseg",
+    "ImageLevelLoss": "wdass",
+    "PrototypeContrastLoss": "wdass",
+    "WDASSContrastLoss": "wdass",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

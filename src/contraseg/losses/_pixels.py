@@ -1,0 +1,59 @@
+"""From dense B x D x h x w embeddings and B x H x W labels to a flat list of pixels.
+
+All dense losses share this first step: resize the labels to the embedding grid with
+nearest-neighbour (the convention of ContrastiveSeg and ProAC), move D last, and drop
+the pixels whose label is ``ignore_index``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .._validation import check_embeddings, check_labels
+
+
+def resize_labels(labels: Tensor, size: tuple[int, int]) -> Tensor:
+    """Nearest-neighbour resize of B x H x W integer labels to B x h x w.
+
+    Labels are not interpolated: each output pixel takes the label of the input pixel
+    that ``F.interpolate(mode="nearest")`` maps it to. Returned as ``torch.long``.
+    """
+    if tuple(labels.shape[-2:]) == tuple(size):
+        return labels.long()
+    # float32 holds every integer label below 2**24 exactly.
+    resized = F.interpolate(labels[:, None].float(), size=size, mode="nearest")
+    return resized[:, 0].long()
+
+
+def dense_to_pixels(
+    embeddings: Tensor, labels: Tensor, ignore_index: int = 255
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Flatten dense embeddings and labels to the kept pixels.
+
+    Args:
+        embeddings: B x D x h x w.
+        labels: B x H x W integer labels (resized to h x w inside).
+        ignore_index: label of pixels to drop.
+
+    Returns:
+        ``(features N x D, labels N, keep B*h*w bool)`` where N is the number of pixels
+        whose label is not ``ignore_index``; ``keep`` indexes the flattened B*h*w grid.
+    """
+    check_embeddings(embeddings)
+    check_labels(labels, embeddings.shape[0])
+    b, d, h, w = embeddings.shape
+    flat_labels = resize_labels(labels, (h, w)).reshape(-1)
+    flat_feats = embeddings.permute(0, 2, 3, 1).reshape(b * h * w, d)
+    keep = flat_labels != ignore_index
+    return flat_feats[keep], flat_labels[keep], keep
+
+
+def zero_loss(reference: Tensor) -> Tensor:
+    """A zero scalar that still carries a gradient path to ``reference``.
+
+    Returned by every loss when nothing is left to contrast (all pixels ignored, one
+    class, empty memory), so that ``loss.backward()`` works and gives zero gradients.
+    """
+    return reference.sum() * 0.0
