@@ -1,0 +1,69 @@
+"""Timing and peak-memory measurement shared by the benchmarks."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+
+def synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_time(fn: Callable[[], object], device: torch.device, repeats: int = 5, warmup: int = 2) -> float:
+    """Median wall time of ``fn()`` in seconds over ``repeats`` runs after ``warmup``."""
+    for _ in range(warmup):
+        fn()
+    synchronise(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronise(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def cuda_peak_bytes(fn: Callable[[], object], device: torch.device) -> int:
+    """Peak CUDA memory allocated by ``fn()`` above what was allocated before it."""
+    synchronise(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    fn()
+    synchronise(device)
+    return torch.cuda.max_memory_allocated(device) - before
+
+
+def cpu_peak_bytes(fn: Callable[[], object]) -> int:
+    """Peak CPU memory allocated by ``fn()`` above what was allocated before it.
+
+    torch keeps no allocator statistics on CPU, so the allocations and frees recorded
+    by ``torch.profiler`` (``profile_memory=True``) are replayed in time order and the
+    highest running total is returned: exact for tensors torch allocates.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    changes = sorted(
+        (event.time_range.start, event.self_cpu_memory_usage)
+        for event in prof.events()
+        if event.self_cpu_memory_usage
+    )
+    current = peak = 0
+    for _, delta in changes:
+        current += delta
+        peak = max(peak, current)
+    return peak
+
+
+def fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"

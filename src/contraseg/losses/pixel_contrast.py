@@ -1,0 +1,261 @@
+"""ContrastiveSeg: cross-image pixel-to-pixel contrast.
+
+Wang, Zhou, Yu, Dai, Konukoglu and Van Gool, "Exploring Cross-Image Pixel Contrast for
+Semantic Segmentation", ICCV 2021 (Eq. 3 of the paper, a supervised InfoNCE).
+
+Anchors are pixels picked by a sampler (:class:`contraseg.sampling.HardAnchorSampler`:
+per (image, class) pair, half hard and half easy views). With ``f`` the L2-normalised
+embeddings, ``s_ac = f_a . f_c / t`` and, per anchor ``a``, its positives ``P(a)`` (same
+class; ``a`` itself excluded) and negatives ``N(a)`` (other classes) in the contrast set::
+
+    loss_a = -(t / t_base) * mean_{p in P(a)} [ s_ap - log( exp(s_ap) + sum_{n in N(a)} exp(s_an) ) ]
+    loss   = mean of loss_a over the anchors with at least one positive
+
+The contrast set is the sampled anchors themselves (all views of all pairs of the
+batch) or, with a :class:`contraseg.sampling.PixelMemoryBank`, the bank's filled entries
+(pixel and segment queues, all classes; the anchors are not in the bank, so nothing is
+excluded). An anchor without negatives has ``loss_a = 0``.
+
+Cost: one A x M similarity matrix, A <= ``max_samples`` anchors against M contrast
+entries (A x A without memory); never N x N over all pixels.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .._validation import check_dim, check_embeddings, check_label_range, check_labels
+from ..sampling.anchor_sampler import AnchorSamples, HardAnchorSampler
+from ..sampling.memory_bank import PixelMemoryBank
+from ._pixels import resize_labels, zero_loss
+
+
+def supervised_contrast(
+    anchors: Tensor,
+    anchor_labels: Tensor,
+    contrast: Tensor,
+    contrast_labels: Tensor,
+    temperature: float,
+    base_temperature: float,
+    exclude_self: bool,
+) -> Tensor | None:
+    """The ContrastiveSeg loss of L2-normalised anchors against a contrast set.
+
+    Args:
+        anchors: A x D normalised features.
+        anchor_labels: A long.
+        contrast: M x D normalised features (the anchors themselves when ``exclude_self``).
+        contrast_labels: M long.
+        temperature, base_temperature: t and t_base.
+        exclude_self: drop the diagonal from the positives (contrast set = anchors, A = M).
+
+    Returns:
+        The scalar mean of ``loss_a`` over anchors with a positive, or ``None`` when no
+        anchor has one. Computed with per-row log-sum-exp, so any temperature is safe.
+    """
+    logits = anchors @ contrast.T / temperature  # A x M
+    same = anchor_labels[:, None] == contrast_labels[None, :]
+    negative = ~same
+    positive = same
+    if exclude_self:
+        positive = same & ~torch.eye(same.shape[0], same.shape[1], dtype=torch.bool, device=same.device)
+
+    # log sum_{n in N(a)} exp(s_an), shifted by the row max over negatives; -inf for rows
+    # without negatives (computed from a finite placeholder, so no NaN gradient).
+    has_negative = negative.any(dim=1)
+    negative_logits = logits.masked_fill(~negative, float("-inf"))
+    row_max = negative_logits.amax(dim=1).detach()
+    row_max = torch.where(has_negative, row_max, torch.zeros_like(row_max))
+    negative_sum = torch.exp(negative_logits - row_max[:, None]).sum(dim=1)
+    negative_lse = row_max + torch.log(torch.where(has_negative, negative_sum, torch.ones_like(negative_sum)))
+    negative_lse = torch.where(has_negative, negative_lse, torch.full_like(negative_lse, float("-inf")))
+
+    # s_ap - log(exp(s_ap) + exp(negative_lse)); exactly 0 for a row without negatives.
+    log_prob = logits - torch.logaddexp(logits, negative_lse[:, None])
+
+    positive_count = positive.sum(dim=1)
+    has_positive = positive_count > 0
+    if not bool(has_positive.any()):
+        return None
+    mean_log_prob = (log_prob * positive).sum(dim=1)[has_positive] / positive_count[has_positive]
+    return -(temperature / base_temperature) * mean_log_prob.mean()
+
+
+class PixelContrastLoss(nn.Module):
+    """Cross-image pixel-to-pixel contrastive loss (ContrastiveSeg).
+
+    Args:
+        temperature: t in ``s = f . f' / t`` (the original configs use 0.1, default 0.07).
+        base_temperature: t_base; the loss is scaled by ``t / t_base``.
+        max_samples: anchors per process at most (per rank under DDP), for the default sampler.
+        max_views: views per (image, class) pair at most (per process), for the default sampler.
+        ignore_index: label of pixels that are never anchors.
+        memory: optional :class:`PixelMemoryBank`; when given, anchors are contrasted with
+            its entries instead of with each other. The caller enqueues the batch after
+            the loss (``memory.enqueue(embed.detach(), labels)``) or passes ``enqueue=True``.
+        sampler: optional anchor sampler (``sampler(labels, predictions, generator)`` ->
+            :class:`AnchorSamples`); default ``HardAnchorSampler(max_samples, max_views,
+            ignore_index)``. When given, ``max_samples`` and ``max_views`` are unused.
+
+    Shape:
+        - embeddings: B x D x h x w, any float dtype (normalised over D inside; half
+          inputs are contrasted in float32, also under autocast)
+        - labels: B x H x W integer, resized to h x w with nearest neighbour
+        - predictions: B x H' x W' integer predicted classes (argmax), resized to h x w
+        - samples: optional precomputed :class:`AnchorSamples` on the h x w grid
+        - output: scalar, float32 for half inputs (else the input dtype); ``0 * embeddings.sum()`` when nothing
+          is contrasted (no candidate pair, no positive, empty memory)
+
+    Example:
+        >>> loss_fn = PixelContrastLoss(temperature=0.1, max_samples=1024, max_views=100)
+        >>> out = model(images)
+        >>> loss = ce + 0.1 * loss_fn(out["embed"], labels, out["logits"].argmax(1))
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.07,
+        base_temperature: float = 0.07,
+        max_samples: int = 1024,
+        max_views: int = 100,
+        ignore_index: int = 255,
+        memory: PixelMemoryBank | None = None,
+        sampler: Callable[..., AnchorSamples] | None = None,
+    ) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if base_temperature <= 0:
+            raise ValueError(f"base_temperature must be > 0, got {base_temperature}")
+        if memory is not None and not isinstance(memory, PixelMemoryBank):
+            raise TypeError(f"memory must be a PixelMemoryBank or None, got {type(memory).__name__}")
+        if memory is not None and memory.ignore_index != ignore_index:
+            raise ValueError(
+                f"memory.ignore_index={memory.ignore_index} differs from ignore_index={ignore_index}"
+            )
+        self.temperature = float(temperature)
+        self.base_temperature = float(base_temperature)
+        self.ignore_index = int(ignore_index)
+        self.sampler = sampler if sampler is not None else HardAnchorSampler(max_samples, max_views, ignore_index)
+        self.memory = memory
+
+    def extra_repr(self) -> str:
+        return (
+            f"temperature={self.temperature}, base_temperature={self.base_temperature}, "
+            f"ignore_index={self.ignore_index}, sampler={self.sampler!r}"
+        )
+
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        predictions: Tensor,
+        samples: AnchorSamples | None = None,
+        enqueue: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Sample anchors (unless ``samples`` is given) and contrast them.
+
+        Args:
+            embeddings: B x D x h x w.
+            labels: B x H x W integer ground truth.
+            predictions: B x H' x W' integer predicted classes.
+            samples: precomputed anchors (``index`` P x V into the flattened B*h*w grid).
+            enqueue: after computing the loss, push this batch into ``memory``.
+            generator: ``torch.Generator`` passed to the sampler.
+
+        Returns:
+            The scalar loss.
+        """
+        check_embeddings(embeddings)
+        batch, dim, h, w = embeddings.shape
+        check_labels(labels, batch)
+        check_labels(predictions, batch, name="predictions")
+        if enqueue and self.memory is None:
+            raise ValueError("enqueue=True needs a memory bank: PixelContrastLoss(memory=PixelMemoryBank(...))")
+        flat_labels = resize_labels(labels, (h, w)).to(embeddings.device)
+        if self.memory is not None:
+            check_dim(dim, self.memory.dim, "embeddings", "the memory bank")
+            check_label_range(flat_labels, self.memory.num_classes, self.ignore_index)
+        else:
+            _check_nonnegative(flat_labels, self.ignore_index)
+
+        if samples is None:
+            flat_preds = resize_labels(predictions, (h, w)).to(embeddings.device)
+            samples = self.sampler(flat_labels, flat_preds, generator=generator)
+        else:
+            _check_samples(samples, flat_labels)
+
+        loss = self._contrast(embeddings, samples)
+        if enqueue:
+            self.memory.enqueue(embeddings.detach(), labels)
+        return loss
+
+    def _contrast(self, embeddings: Tensor, samples: AnchorSamples) -> Tensor:
+        """The loss of the sampled anchors, in float32 (or float64) with autocast off."""
+        if samples.index.numel() == 0:
+            return zero_loss(embeddings)
+        compute_dtype = torch.promote_types(embeddings.dtype, torch.float32)
+        dim = embeddings.shape[1]
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            flat = embeddings.permute(0, 2, 3, 1).reshape(-1, dim)
+            anchors = F.normalize(flat[samples.index.reshape(-1)].to(compute_dtype), dim=1)
+            anchor_labels = samples.anchor_labels().to(embeddings.device)
+            if self.memory is None:
+                loss = supervised_contrast(
+                    anchors, anchor_labels, anchors, anchor_labels,
+                    self.temperature, self.base_temperature, exclude_self=True,
+                )
+            else:
+                bank_feats, bank_labels = self.memory.contrast_set()
+                if bank_labels.numel() == 0:
+                    return zero_loss(embeddings)
+                contrast = F.normalize(bank_feats.to(device=embeddings.device, dtype=compute_dtype), dim=1)
+                loss = supervised_contrast(
+                    anchors, anchor_labels, contrast, bank_labels.to(embeddings.device),
+                    self.temperature, self.base_temperature, exclude_self=False,
+                )
+        if loss is None:
+            return zero_loss(embeddings)
+        return loss
+
+
+def _check_nonnegative(labels: Tensor, ignore_index: int) -> None:
+    """Without a memory bank the class count is unknown: labels need only be >= 0."""
+    bad = (labels != ignore_index) & (labels < 0)
+    if bool(bad.any()):
+        raise ValueError(
+            f"labels contains {int(labels[bad][0])}, negative and not ignore_index={ignore_index}"
+        )
+
+
+def _check_samples(samples: AnchorSamples, flat_labels: Tensor) -> None:
+    """Precomputed samples must index the B x h x w grid and agree with its labels."""
+    if not isinstance(samples, AnchorSamples):
+        raise TypeError(f"samples must be AnchorSamples, got {type(samples).__name__}")
+    index, sample_labels = samples.index, samples.labels
+    if index.dim() != 2 or index.dtype != torch.long:
+        raise ValueError(f"samples.index must be a P x V long tensor, got shape {tuple(index.shape)} {index.dtype}")
+    if sample_labels.shape != (index.shape[0],):
+        raise ValueError(
+            f"samples.labels must have shape ({index.shape[0]},) for index {tuple(index.shape)}, "
+            f"got {tuple(sample_labels.shape)}"
+        )
+    if index.numel() == 0:
+        return
+    grid = flat_labels.numel()
+    low, high = int(index.min()), int(index.max())
+    if low < 0 or high >= grid:
+        raise ValueError(
+            f"samples.index has values in [{low}, {high}], outside the B*h*w grid of {tuple(flat_labels.shape)}"
+        )
+    at_index = flat_labels.reshape(-1)[index.to(flat_labels.device)]
+    if not bool((at_index == sample_labels.to(flat_labels.device)[:, None]).all()):
+        raise ValueError(
+            f"samples.labels disagree with labels at samples.index; were the samples drawn on the "
+            f"{tuple(flat_labels.shape)} grid of these labels?"
+        )

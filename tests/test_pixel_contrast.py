@@ -1,0 +1,309 @@
+"""Tests for the ContrastiveSeg pixel-to-pixel contrastive loss."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from contraseg.losses import PixelContrastLoss
+from contraseg.losses._pixels import resize_labels
+from contraseg.sampling import AnchorSamples, HardAnchorSampler, LoopAnchorSampler, PixelMemoryBank
+
+
+def reference_loss(anchors, anchor_labels, contrast, contrast_labels, t, t_base, exclude_self):
+    """The formula with Python loops over anchors, positives and negatives."""
+    losses = []
+    for a in range(anchors.shape[0]):
+        positives, negatives = [], []
+        for c in range(contrast.shape[0]):
+            if exclude_self and c == a:
+                continue
+            (positives if contrast_labels[c] == anchor_labels[a] else negatives).append(c)
+        if not positives:
+            continue
+        negative_sum = sum(torch.exp(anchors[a] @ contrast[n] / t) for n in negatives) if negatives else 0.0
+        terms = []
+        for p in positives:
+            s_ap = anchors[a] @ contrast[p] / t
+            terms.append(s_ap - torch.log(torch.exp(s_ap) + negative_sum))
+        losses.append(-(t / t_base) * sum(terms) / len(terms))
+    return sum(losses) / len(losses)
+
+
+def make_inputs(batch=2, dim=4, h=6, w=6, num_classes=3, seed=0, dtype=torch.float64, label_scale=1):
+    g = torch.Generator().manual_seed(seed)
+    embeddings = torch.randn(batch, dim, h, w, generator=g, dtype=dtype)
+    small = torch.randint(0, num_classes, (batch, h // 2, w // 2), generator=g)
+    labels = small.repeat_interleave(2 * label_scale, 1).repeat_interleave(2 * label_scale, 2)
+    wrong = torch.randint(0, num_classes, labels.shape, generator=g)
+    preds = torch.where(torch.rand(labels.shape, generator=g) < 0.6, labels, wrong)
+    return embeddings.requires_grad_(), labels, preds
+
+
+def anchor_features(embeddings, samples):
+    flat = embeddings.permute(0, 2, 3, 1).reshape(-1, embeddings.shape[1])
+    return F.normalize(flat[samples.index.reshape(-1)], dim=1), samples.anchor_labels()
+
+
+def filled_bank(num_classes=3, dim=4, seed=1, dtype=torch.float64, pixel_size=7):
+    g = torch.Generator().manual_seed(seed)
+    bank = PixelMemoryBank(num_classes, dim, pixel_size=pixel_size, segment_size=3, pixels_per_image=3).to(dtype)
+    embeddings = torch.randn(3, dim, 4, 4, generator=g)
+    bank.enqueue(embeddings, torch.randint(0, num_classes, (3, 4, 4), generator=g), generator=g)
+    return bank
+
+
+# ----------------------------------------------------------------------------- against the formula
+
+
+@pytest.mark.parametrize("label_scale", [1, 2])  # labels on the embedding grid, or twice as large
+def test_self_contrast_matches_loop_reference(label_scale):
+    embeddings, labels, preds = make_inputs(label_scale=label_scale)
+    loss_fn = PixelContrastLoss(temperature=0.1, base_temperature=0.07, max_samples=40, max_views=3)
+    small_labels = resize_labels(labels, embeddings.shape[-2:])
+    small_preds = resize_labels(preds, embeddings.shape[-2:])
+    samples = loss_fn.sampler(small_labels, small_preds, generator=torch.Generator().manual_seed(0))
+    assert samples.num_pairs >= 3 and samples.num_views == 3
+
+    loss = loss_fn(embeddings, labels, preds, samples=samples)
+    (grad,) = torch.autograd.grad(loss, embeddings)
+    anchors, anchor_labels = anchor_features(embeddings, samples)
+    expected = reference_loss(anchors, anchor_labels, anchors, anchor_labels, 0.1, 0.07, exclude_self=True)
+    (expected_grad,) = torch.autograd.grad(expected, embeddings)
+    torch.testing.assert_close(loss, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(grad, expected_grad, atol=1e-5, rtol=0)
+    assert grad.abs().sum() > 0
+
+
+def test_memory_contrast_matches_loop_reference():
+    embeddings, labels, preds = make_inputs(seed=3)
+    bank = filled_bank()
+    loss_fn = PixelContrastLoss(temperature=0.07, max_samples=30, max_views=3, memory=bank)
+    samples = loss_fn.sampler(labels, preds, generator=torch.Generator().manual_seed(0))
+
+    loss = loss_fn(embeddings, labels, preds, samples=samples)
+    (grad,) = torch.autograd.grad(loss, embeddings)
+    anchors, anchor_labels = anchor_features(embeddings, samples)
+    bank_feats, bank_labels = bank.contrast_set()
+    assert bank_feats.shape[0] == len(bank) > 0
+    expected = reference_loss(anchors, anchor_labels, bank_feats, bank_labels, 0.07, 0.07, exclude_self=False)
+    (expected_grad,) = torch.autograd.grad(expected, embeddings)
+    torch.testing.assert_close(loss, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(grad, expected_grad, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("with_memory", [False, True])
+def test_gradcheck(with_memory):
+    embeddings, labels, preds = make_inputs(batch=1, dim=3, h=4, w=4, num_classes=2, seed=4)
+    memory = filled_bank(num_classes=2, dim=3) if with_memory else None
+    loss_fn = PixelContrastLoss(temperature=0.5, max_samples=8, max_views=2, memory=memory)
+    samples = loss_fn.sampler(labels, preds, generator=torch.Generator().manual_seed(0))
+    assert samples.index.numel() > 0
+    assert torch.autograd.gradcheck(lambda e: loss_fn(e, labels, preds, samples=samples), (embeddings,))
+
+
+def test_sampler_path_equals_precomputed_samples_path():
+    embeddings, labels, preds = make_inputs(seed=5, label_scale=2)
+    loss_fn = PixelContrastLoss(max_samples=20, max_views=4)
+    via_sampler = loss_fn(embeddings, labels, preds, generator=torch.Generator().manual_seed(9))
+    grid = embeddings.shape[-2:]
+    samples = HardAnchorSampler(20, 4)(
+        resize_labels(labels, grid), resize_labels(preds, grid), generator=torch.Generator().manual_seed(9)
+    )
+    assert loss_fn(embeddings, labels, preds, samples=samples) == via_sampler
+    other_seed = loss_fn(embeddings, labels, preds, generator=torch.Generator().manual_seed(10))
+    assert other_seed != via_sampler
+
+
+def test_predictions_of_another_size_are_resized():
+    embeddings, labels, preds = make_inputs(seed=6)
+    loss_fn = PixelContrastLoss(max_samples=20, max_views=3)
+    big_preds = preds.repeat_interleave(3, 1).repeat_interleave(3, 2)
+    a = loss_fn(embeddings, labels, preds, generator=torch.Generator().manual_seed(0))
+    b = loss_fn(embeddings, labels, big_preds, generator=torch.Generator().manual_seed(0))
+    assert a == b
+
+
+def test_loop_sampler_can_be_plugged_in():
+    embeddings, labels, preds = make_inputs(seed=7)
+    loss_fn = PixelContrastLoss(sampler=LoopAnchorSampler(max_samples=20, max_views=3))
+    loss = loss_fn(embeddings, labels, preds, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss) and loss > 0
+
+
+# ----------------------------------------------------------------------------- edge cases
+
+
+def assert_zero_with_gradient(loss, embeddings):
+    assert loss.shape == () and float(loss.detach()) == 0.0
+    (grad,) = torch.autograd.grad(loss, embeddings)
+    assert torch.equal(grad, torch.zeros_like(embeddings))
+
+
+def test_all_labels_ignored_gives_zero_with_gradient():
+    embeddings, labels, preds = make_inputs()
+    loss = PixelContrastLoss(max_views=2)(embeddings, torch.full_like(labels, 255), preds)
+    assert_zero_with_gradient(loss, embeddings)
+
+
+@pytest.mark.parametrize("with_memory", [False, True])
+def test_one_class_only_gives_zero(with_memory):
+    embeddings, labels, preds = make_inputs()
+    one_class = torch.zeros_like(labels)
+    memory = None
+    if with_memory:
+        memory = PixelMemoryBank(3, 4, pixel_size=5, segment_size=5).double()
+        memory.enqueue(torch.randn(2, 4, 3, 3, dtype=torch.float64), torch.zeros(2, 3, 3, dtype=torch.long))
+    loss_fn = PixelContrastLoss(max_samples=20, max_views=3, memory=memory)
+    loss = loss_fn(embeddings, one_class, preds)
+    # positives but no negatives: s_ap - log(exp(s_ap)) = 0 for every anchor
+    assert float(loss.detach()) == pytest.approx(0.0, abs=1e-12)
+    (grad,) = torch.autograd.grad(loss, embeddings)
+    assert torch.isfinite(grad).all()
+
+
+def test_a_class_with_one_pixel_is_never_an_anchor():
+    embeddings, _, _ = make_inputs()
+    labels = torch.zeros(2, 6, 6, dtype=torch.long)
+    labels[0, 0, 0] = 1
+    labels[1, 5, 5] = 2
+    loss_fn = PixelContrastLoss(max_samples=40, max_views=3)
+    samples = loss_fn.sampler(labels, labels)
+    assert samples.labels.tolist() == [0, 0]
+    loss = loss_fn(embeddings, labels, labels, samples=samples)
+    assert float(loss.detach()) == pytest.approx(0.0, abs=1e-12)  # the class-0 anchors have no negative
+
+
+def test_anchors_without_positives_give_zero_with_gradient():
+    embeddings, _, _ = make_inputs()
+    labels = torch.zeros(2, 6, 6, dtype=torch.long)
+    labels[1] = 1
+    samples = AnchorSamples(
+        index=torch.tensor([[3], [40]]), labels=torch.tensor([0, 1]), image=torch.tensor([0, 1])
+    )
+    loss = PixelContrastLoss()(embeddings, labels, labels, samples=samples)
+    assert_zero_with_gradient(loss, embeddings)
+
+
+def test_empty_memory_bank_gives_zero_with_gradient():
+    embeddings, labels, preds = make_inputs()
+    bank = PixelMemoryBank(3, 4, pixel_size=5, segment_size=5)
+    loss = PixelContrastLoss(max_samples=20, max_views=3, memory=bank)(embeddings, labels, preds)
+    assert_zero_with_gradient(loss, embeddings)
+
+
+def test_enqueue_option_adds_the_batch_after_the_loss():
+    embeddings, labels, preds = make_inputs()
+    bank = filled_bank(pixel_size=50)
+    before = PixelContrastLoss(max_samples=20, max_views=3, memory=filled_bank(pixel_size=50))(
+        embeddings, labels, preds, generator=torch.Generator().manual_seed(0)
+    )
+    size = len(bank)
+    loss_fn = PixelContrastLoss(max_samples=20, max_views=3, memory=bank)
+    loss = loss_fn(embeddings, labels, preds, enqueue=True, generator=torch.Generator().manual_seed(0))
+    assert loss == before  # computed against the bank as it was
+    assert len(bank) > size
+
+
+def test_small_temperature_stays_finite():
+    embeddings, labels, preds = make_inputs(dtype=torch.float32)
+    loss = PixelContrastLoss(temperature=0.005, max_samples=40, max_views=3)(embeddings, labels, preds)
+    (grad,) = torch.autograd.grad(loss, embeddings)
+    assert torch.isfinite(loss) and torch.isfinite(grad).all()
+
+
+# ----------------------------------------------------------------------------- precision
+
+
+@pytest.mark.parametrize("with_memory", [False, True])
+def test_bf16_autocast_and_half_inputs_match_float32(with_memory):
+    embeddings, labels, preds = make_inputs(batch=2, dim=16, h=8, w=8, seed=8, dtype=torch.float32)
+    embeddings = embeddings.detach()
+    memory = filled_bank(dim=16, dtype=torch.float32) if with_memory else None
+    loss_fn = PixelContrastLoss(temperature=0.07, max_samples=64, max_views=8, memory=memory)
+    samples = loss_fn.sampler(labels, preds, generator=torch.Generator().manual_seed(0))
+    reference = loss_fn(embeddings, labels, preds, samples=samples)
+    assert reference > 0
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = loss_fn(embeddings, labels, preds, samples=samples)
+    assert autocast.dtype == torch.float32
+    assert abs(autocast.item() - reference.item()) < 1e-2
+
+    for dtype in (torch.float16, torch.bfloat16):
+        half = embeddings.to(dtype).requires_grad_()
+        loss = loss_fn(half, labels, preds, samples=samples)
+        assert loss.dtype == torch.float32  # half inputs are contrasted and returned in float32
+        assert abs(loss.item() - reference.item()) < 1e-2
+        loss.backward()
+        assert half.grad.dtype == dtype and torch.isfinite(half.grad).all()
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_rejects_bad_input():
+    embeddings, labels, preds = make_inputs()
+    loss_fn = PixelContrastLoss(max_views=3)
+    with pytest.raises(ValueError, match="embeddings must be B x D x h x w"):
+        loss_fn(embeddings[0], labels, preds)
+    with pytest.raises(ValueError, match="labels has batch size 1 but embeddings have 2"):
+        loss_fn(embeddings, labels[:1], preds)
+    with pytest.raises(ValueError, match="predictions must be B x H x W"):
+        loss_fn(embeddings, labels, torch.zeros(2, 3, 6, 6))
+    with pytest.raises(ValueError, match="predictions has batch size 3 but embeddings have 2"):
+        loss_fn(embeddings, labels, torch.zeros(3, 6, 6, dtype=torch.long))
+    with pytest.raises(ValueError, match="labels contains -2, negative and not ignore_index=255"):
+        loss_fn(embeddings, torch.full_like(labels, -2), preds)
+    with pytest.raises(ValueError, match="enqueue=True needs a memory bank"):
+        loss_fn(embeddings, labels, preds, enqueue=True)
+
+
+def test_rejects_bad_memory_input():
+    embeddings, labels, preds = make_inputs()
+    bank = PixelMemoryBank(3, 4, pixel_size=5, segment_size=5)
+    loss_fn = PixelContrastLoss(memory=bank)
+    with pytest.raises(ValueError, match=r"labels contains 3, outside \[0, 3\)"):
+        loss_fn(embeddings, torch.full_like(labels, 3), preds)
+    with pytest.raises(ValueError, match="embeddings has dimension 5 but the memory bank has 4"):
+        loss_fn(torch.randn(2, 5, 6, 6), labels, preds)
+    with pytest.raises(ValueError, match="memory.ignore_index=255 differs from ignore_index=-1"):
+        PixelContrastLoss(memory=bank, ignore_index=-1)
+    with pytest.raises(TypeError, match="memory must be a PixelMemoryBank"):
+        PixelContrastLoss(memory=torch.zeros(3))
+    with pytest.raises(ValueError, match="temperature must be > 0, got 0"):
+        PixelContrastLoss(temperature=0)
+
+
+def test_rejects_bad_samples():
+    embeddings, labels, preds = make_inputs()
+    loss_fn = PixelContrastLoss()
+    label = int(labels[0, 0, 0])
+    with pytest.raises(ValueError, match=r"samples.index has values in \[0, 72\], outside the B\*h\*w grid"):
+        bad = AnchorSamples(index=torch.tensor([[0, 72]]), labels=torch.tensor([label]), image=torch.tensor([0]))
+        loss_fn(embeddings, labels, preds, samples=bad)
+    with pytest.raises(ValueError, match=r"samples.labels must have shape \(1,\)"):
+        bad = AnchorSamples(
+            index=torch.tensor([[0]]), labels=torch.tensor([label, label]), image=torch.tensor([0])
+        )
+        loss_fn(embeddings, labels, preds, samples=bad)
+    with pytest.raises(ValueError, match="samples.labels disagree with labels at samples.index"):
+        bad = AnchorSamples(index=torch.tensor([[0]]), labels=torch.tensor([label + 1]), image=torch.tensor([0]))
+        loss_fn(embeddings, labels, preds, samples=bad)
+    with pytest.raises(TypeError, match="samples must be AnchorSamples, got tuple"):
+        loss_fn(embeddings, labels, preds, samples=(torch.tensor([[0]]), torch.tensor([label])))
+
+
+def test_loss_value_is_sensible_for_separated_classes():
+    # embeddings equal to a class direction: positives at cosine 1, negatives at cosine 0
+    labels = torch.zeros(1, 4, 4, dtype=torch.long)
+    labels[:, 2:] = 1
+    directions = torch.eye(2, dtype=torch.float64)
+    embeddings = directions[labels].permute(0, 3, 1, 2).contiguous()
+    loss = PixelContrastLoss(temperature=0.5, base_temperature=0.5, max_views=4)(embeddings, labels, labels)
+    # every anchor: 4 views per class, 3 positives at s = 2, 4 negatives at s = 0
+    expected = -(2 - math.log(math.exp(2) + 4))
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-12)
