@@ -33,6 +33,7 @@ def register_dataset(name: str) -> Callable[[Callable[..., Any]], Callable[..., 
 
 
 def dataset_names() -> list[str]:
+    """Every name ``build_dataset`` accepts, built-in and registered, sorted."""
     return sorted(set(_BUILTIN) | set(_REGISTERED))
 
 
