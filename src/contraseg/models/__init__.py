@@ -1,0 +1,36 @@
+"""Segmentation models: backbones (torchvision / timm), decode heads, projection and
+``build_segmentor``.
+
+========================  ===========================================================
+``build_segmentor``       backbone + head + projection (+ prototype classifier) factory
+``Segmentor``             ``model(images) -> {"logits", "embed"[, "prototype_logits"]}``
+``ProjectionHead``        1x1 conv / ContrastiveSeg conv-MLP, L2-normalised output
+``build_backbone``        one backbone by name, optional pretrained weights
+``build_head``            one decode head by name
+``available_backbones``   names of the backbones
+``available_heads``       names of the heads
+``load_pretrained``       load ``None`` / a local file / ``"hub"`` into a module
+========================  ===========================================================
+
+Example::
+
+    model = build_segmentor("resnet50", "deeplabv3", num_classes=19, embed_dim=256)
+    out = model(images)  # {"logits": B x 19 x H/8 x W/8, "embed": B x 256 x H/8 x W/8}
+"""
+
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "build_segmentor": "segmentor",
+    "Segmentor": "segmentor",
+    "ProjectionHead": "projection",
+    "Backbone": "backbones",
+    "build_backbone": "backbones",
+    "available_backbones": "backbones",
+    "SegHead": "heads",
+    "build_head": "heads",
+    "available_heads": "heads",
+    "load_pretrained": "weights",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,163 @@
+"""The segmentor: backbone -> head -> {logits, embed}, and its factory ``build_segmentor``.
+
+Contract (docs/architecture.md)::
+
+    model(images B x 3 x H x W) -> {"logits": B x K x h x w, "embed": B x D x h x w}
+
+``h x w`` is the backbone's grid (H / output_stride); the engine upsamples the logits.
+``embed`` has unit L2 norm over D. With ``classifier="prototype"`` (ProtoSeg) the
+classifier is a :class:`contraseg.prototypes.NearestPrototypeHead` on ``embed``; the output
+then also holds ``"prototype_logits": B x (K*M) x h x w`` and the head is exposed as
+``model.prototype_head``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .backbones import Backbone, available_backbones, build_backbone
+from .heads import SegHead, available_heads, build_head
+from .projection import PROJECTION_KINDS, ProjectionHead
+from .weights import PretrainedSpec
+
+CLASSIFIERS = ("linear", "prototype")
+
+
+class Segmentor(nn.Module):
+    """Backbone, decode head, optional projection and optional prototype classifier.
+
+    Args:
+        backbone: features ``B x C x h x w``.
+        head: ``decode`` gives the penultimate features ``B x C_dec x h x w``; its
+            ``classify`` gives the logits unless a prototype head is given.
+        projection: maps decoded features to ``embed``; None: ``embed`` is the decoded
+            features L2-normalised over channels.
+        prototype_head: nearest-prototype classifier on ``embed`` (replaces ``head.classify``).
+        config: the :func:`build_segmentor` keyword arguments, kept so that a checkpoint can
+            rebuild the model with ``build_segmentor(**model.config)``.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        head: SegHead,
+        projection: nn.Module | None = None,
+        prototype_head: nn.Module | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.projection = projection
+        self.prototype_head = prototype_head
+        self.config: dict[str, Any] = dict(config or {})
+
+    @property
+    def output_stride(self) -> int:
+        """Input size / output grid size."""
+        return self.backbone.output_stride
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        """``images B x 3 x H x W -> {"logits": B x K x h x w, "embed": B x D x h x w}``
+        (plus ``"prototype_logits": B x (K*M) x h x w`` with a prototype classifier)."""
+        if images.dim() != 4:
+            raise ValueError(f"images must be B x 3 x H x W, got shape {tuple(images.shape)}")
+        decoded = self.head.decode(self.backbone(images))
+        embed = self.projection(decoded) if self.projection is not None else F.normalize(decoded, dim=1)
+        if self.prototype_head is not None:
+            out = dict(self.prototype_head(embed))
+            out["embed"] = embed
+            return out
+        return {"logits": self.head.classify(decoded), "embed": embed}
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters split for separate learning rates: ``{"backbone": [...], "head": [...]}``.
+
+        Every parameter appears exactly once; everything outside the backbone (decode head,
+        projection, prototype head) is in ``"head"``.
+        """
+        backbone_ids = {id(p) for p in self.backbone.parameters()}
+        return {
+            "backbone": list(self.backbone.parameters()),
+            "head": [p for p in self.parameters() if id(p) not in backbone_ids],
+        }
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def _check_choice(what: str, value: Any, choices: list[str] | tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(map(str, choices))}")
+
+
+def build_segmentor(
+    backbone: str = "resnet18",
+    head: str = "deeplabv2",
+    num_classes: int = 19,
+    embed_dim: int = 256,
+    projection: str | None = "convmlp",
+    classifier: str = "linear",
+    num_prototypes: int = 10,
+    output_stride: int = 8,
+    pretrained: PretrainedSpec = None,
+) -> Segmentor:
+    """Build a :class:`Segmentor` (never downloads unless ``pretrained="hub"``).
+
+    Args:
+        backbone: one of :func:`contraseg.models.available_backbones`.
+        head: one of :func:`contraseg.models.available_heads`.
+        num_classes: K.
+        embed_dim: D of ``embed`` (ignored when ``projection`` is None: D = C_dec).
+        projection: ``"convmlp"``, ``"linear"`` or None (then ``classifier`` must be linear).
+        classifier: ``"linear"`` (the head's own) or ``"prototype"`` (ProtoSeg's
+            nearest-prototype head with ``num_prototypes`` per class).
+        num_prototypes: M, used by the prototype classifier.
+        output_stride: 8, 16 or 32 (HRNet: always 4).
+        pretrained: backbone weights: None, a local state_dict path, or ``"hub"``.
+
+    Raises:
+        ValueError: unknown name (the message lists the choices) or bad size.
+    """
+    config = dict(
+        backbone=backbone,
+        head=head,
+        num_classes=num_classes,
+        embed_dim=embed_dim,
+        projection=projection,
+        classifier=classifier,
+        num_prototypes=num_prototypes,
+        output_stride=output_stride,
+        pretrained=None if pretrained is None else str(pretrained),
+    )
+    _check_choice("backbone", backbone, available_backbones())
+    _check_choice("head", head, available_heads())
+    _check_choice("projection", projection, (*PROJECTION_KINDS, None))
+    _check_choice("classifier", classifier, CLASSIFIERS)
+    _check_positive_int("num_classes", num_classes)
+    _check_positive_int("embed_dim", embed_dim)
+    _check_positive_int("num_prototypes", num_prototypes)
+    if projection is None and classifier == "prototype":
+        raise ValueError(
+            "classifier='prototype' needs a projection ('convmlp' or 'linear'), got projection=None"
+        )
+
+    body = build_backbone(backbone, output_stride=output_stride, pretrained=pretrained)
+    decode_head = build_head(
+        head,
+        body.out_channels,
+        num_classes if classifier == "linear" else None,
+        output_stride=body.output_stride,
+    )
+    proj = ProjectionHead(decode_head.out_channels, embed_dim, projection) if projection is not None else None
+    prototype_head = None
+    if classifier == "prototype":
+        from ..prototypes import NearestPrototypeHead
+
+        prototype_head = NearestPrototypeHead(num_classes, num_prototypes, embed_dim)
+    return Segmentor(body, decode_head, proj, prototype_head, config)
