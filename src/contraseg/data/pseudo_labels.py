@@ -8,12 +8,12 @@ leaves a half-written label behind.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .._io import atomic_write
 
 __all__ = ["PseudoLabelDir", "write_label_png"]
 
@@ -41,21 +41,8 @@ def write_label_png(path: str | Path, label: np.ndarray | torch.Tensor) -> Path:
     """
     from PIL import Image
 
-    path = Path(path)
     array = _as_label_array(label)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            Image.fromarray(array).save(stream, format="PNG")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
-    return path
+    return atomic_write(path, lambda handle: Image.fromarray(array).save(handle, format="PNG"))
 
 
 class PseudoLabelDir:

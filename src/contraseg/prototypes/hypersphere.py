@@ -24,11 +24,12 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from .._io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -219,19 +220,8 @@ def save_prototypes(path: str | os.PathLike, prototypes: Tensor) -> None:
     """
     if prototypes.dim() != 2:
         raise ValueError(f"prototypes must be K x D, got shape {tuple(prototypes.shape)}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save({"prototypes": prototypes.detach().cpu().float().contiguous()}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    data = {"prototypes": prototypes.detach().cpu().float().contiguous()}
+    atomic_write(path, lambda handle: torch.save(data, handle))
 
 
 def load_prototypes(path: str | os.PathLike) -> Tensor:
