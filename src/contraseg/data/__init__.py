@@ -44,6 +44,10 @@ _EXPORTS = {
     "GTA5Dataset": "gta5",
     "SynthiaDataset": "synthia",
     "ADE20KDataset": "ade20k",
+    "SyntheticStreetDataset": "synthetic",
+    "SyntheticSourceDataset": "synthetic",
+    "SyntheticTargetDataset": "synthetic",
+    "render_scene": "synthetic",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
