@@ -1,0 +1,102 @@
+"""Atomic, pickle-free training checkpoints.
+
+A checkpoint is a dict of tensors and plain containers/scalars, so it loads with
+``torch.load(path, weights_only=True)``: the config is stored as a YAML string, RNG
+states as tensors and lists. Keys::
+
+    format        "contraseg-checkpoint"        version   CHECKPOINT_VERSION
+    iteration     completed training iterations
+    config        the resolved config as YAML text
+    model_config  build_segmentor keyword arguments (num_classes included)
+    classes       class names; palette: K x 3 lists; ignore_index
+    model         model state_dict (prototype bank buffers included)
+    optimizer, scaler, regulariser   state_dicts
+    scheduler     {"iteration": ...}; sampler {"seed", "position"}
+    rng           python / numpy / torch / cuda generator states
+    best          {"mIoU", "iteration"}
+
+:func:`save_checkpoint` writes a temp file in the target directory, flushes and fsyncs
+it, then ``os.replace`` s it over the target: a crash at any point leaves either the
+old complete file or the new complete file, never a mix.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT_FORMAT = "contraseg-checkpoint"
+CHECKPOINT_VERSION = 1
+REQUIRED_KEYS = ("format", "version", "iteration", "config", "model_config", "model")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable or not a contraseg checkpoint."""
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # not possible on every platform; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save(obj)`` to ``path`` through a same-directory temp file and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_directory(path.parent)
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write a checkpoint dict atomically, adding the format and version keys."""
+    missing = [k for k in REQUIRED_KEYS if k not in state and k not in ("format", "version")]
+    if missing:
+        raise ValueError(f"checkpoint state lacks keys {missing}")
+    atomic_torch_save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}, path)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read and check a checkpoint written by :func:`save_checkpoint`.
+
+    Raises:
+        CheckpointError: one line naming the file when it is missing, corrupt, a
+            pickle that needs code to load, or not a contraseg checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure to unpickle means a bad file
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {reason[:200]})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a contraseg checkpoint (no format={CHECKPOINT_FORMAT!r} key)")
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {state.get('version')!r}, this contraseg reads {CHECKPOINT_VERSION}")
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks keys {', '.join(missing)}")
+    return state

@@ -1,0 +1,331 @@
+"""The training configuration: nested dataclasses with defaults and checked values.
+
+A config is a YAML file read into :class:`Config` (see :mod:`contraseg.engine.config_io`
+for files, ``_base_`` includes and ``--set`` overrides). Each section is a dataclass;
+each field's type annotation and ``metadata`` (allowed values, lower bound, list
+length) are checked by :func:`config_from_dict`, so a typo or a bad value fails at
+once with a one-line :class:`ConfigError` that names the key and what is allowed.
+
+Sections::
+
+    name          run name (the default run directory is runs/<name>)
+    model         segmentor (contraseg.models.build_segmentor keyword arguments)
+    data          training set, evaluation sets, crop, batch size, workers
+    optim         SGD or AdamW, learning rates, weight decay, gradient clipping
+    schedule      iterations and the poly learning-rate schedule with warm-up
+    regulariser   the contrastive term added to cross-entropy
+    train         seed, mixed precision, logging/eval/checkpoint intervals
+    eval          inference mode (whole / slide), scales, flip
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+class ConfigError(ValueError):
+    """A config key is unknown or its value is not allowed (a one-line message)."""
+
+
+def _opt(default: Any = dataclasses.MISSING, *, minimum: float | None = None, exclusive: bool = False,
+         length: int | None = None, factory: Any = None) -> Any:
+    """A dataclass field with a checked lower bound (``minimum``) or list ``length``."""
+    metadata = {"minimum": minimum, "exclusive": exclusive, "length": length}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class ModelConfig:
+    """Keyword arguments of ``contraseg.models.build_segmentor`` (``num_classes`` comes
+    from the training set). ``pretrained`` is a local weights file or null: nothing is
+    downloaded. ``sync_bn`` converts BatchNorm to SyncBatchNorm when world size > 1."""
+
+    backbone: str = "resnet101"
+    head: str = "deeplabv3"
+    embed_dim: int = _opt(256, minimum=1)
+    projection: str | None = "convmlp"
+    classifier: Literal["linear", "prototype"] = "linear"
+    num_prototypes: int = _opt(10, minimum=1)
+    output_stride: Literal[8, 16, 32] = 8
+    pretrained: str | None = None
+    sync_bn: bool = True
+
+
+@dataclass
+class DatasetConfig:
+    """One dataset: ``contraseg.data.build_dataset(name, root=root, split=split, **options)``."""
+
+    name: str = "synthetic-source"
+    root: str | None = None
+    split: str = "train"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def _default_val() -> list[DatasetConfig]:
+    return [DatasetConfig(name="synthetic-source", split="val")]
+
+
+@dataclass
+class DataConfig:
+    """Training set, evaluation sets and the training augmentation.
+
+    ``val`` is a list; the best checkpoint is chosen by the mIoU on the first entry.
+    ``crop_size`` is [height, width]; ``scale_range`` the random rescale range, relative
+    to ``base_size`` ([h, w], e.g. GTA5 at [720, 1280]) or to each image's own size when
+    null; ``jitter`` the colour-jitter strength; ``batch_size`` is per process. ``eval_classes`` optionally restricts the mIoU to
+    these class names (SYNTHIA's 13-class protocol, say).
+    """
+
+    train: DatasetConfig = field(default_factory=DatasetConfig)
+    val: list[DatasetConfig] = field(default_factory=_default_val)
+    crop_size: list[int] = _opt(factory=lambda: [512, 1024], minimum=1, length=2)
+    scale_range: list[float] = _opt(factory=lambda: [0.5, 2.0], minimum=0.0, exclusive=True, length=2)
+    base_size: list[int] | None = _opt(None, minimum=1, length=2)
+    hflip: bool = True
+    jitter: float = _opt(0.2, minimum=0.0)
+    batch_size: int = _opt(8, minimum=1)
+    num_workers: int = _opt(4, minimum=0)
+    eval_classes: list[str] | None = None
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser. The backbone trains at ``lr``, the head (decoder, projection,
+    classifier) at ``lr * head_lr_mult``; ``head_lr_mult: null`` means 10 for SGD
+    (DeepLab practice: a freshly initialised head learns faster than a pretrained
+    backbone) and 1 for AdamW. ``grad_clip`` is a max global L2 norm or null."""
+
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = _opt(0.01, minimum=0.0, exclusive=True)
+    head_lr_mult: float | None = _opt(None, minimum=0.0, exclusive=True)
+    momentum: float = _opt(0.9, minimum=0.0)
+    nesterov: bool = False
+    weight_decay: float = _opt(5e-4, minimum=0.0)
+    betas: list[float] = _opt(factory=lambda: [0.9, 0.999], minimum=0.0, length=2)
+    grad_clip: float | None = _opt(None, minimum=0.0, exclusive=True)
+
+
+@dataclass
+class ScheduleConfig:
+    """Iteration budget and poly schedule ``lr * (1 - it / max_iters) ** power``,
+    multiplied during the first ``warmup_iters`` by a linear ramp from ``warmup_ratio`` to 1."""
+
+    max_iters: int = _opt(40000, minimum=1)
+    power: float = _opt(0.9, minimum=0.0)
+    warmup_iters: int = _opt(0, minimum=0)
+    warmup_ratio: float = _opt(1e-6, minimum=0.0)
+
+
+@dataclass
+class RegulariserConfig:
+    """The term added to cross-entropy (see :mod:`contraseg.engine.regularisers`).
+
+    ``weight: null`` is the method's default (0.1 for ProAC and pixel contrast, 1 for
+    ProtoSeg, whose terms are further scaled by ``ppc_weight`` and ``ppd_weight``).
+    The weight ramps linearly from 0 over ``warmup_iters``.
+    """
+
+    name: Literal["none", "proac", "pixel_contrast", "pixel_contrast_memory", "protoseg"] = "none"
+    weight: float | None = _opt(None, minimum=0.0)
+    warmup_iters: int = _opt(0, minimum=0)
+    temperature: float = _opt(0.1, minimum=0.0, exclusive=True)
+    base_temperature: float = _opt(0.07, minimum=0.0, exclusive=True)
+    max_samples: int = _opt(1024, minimum=1)
+    max_views: int = _opt(100, minimum=1)
+    memory_pixel_size: int = _opt(5000, minimum=1)
+    memory_segment_size: int = _opt(5000, minimum=1)
+    prototypes_file: str | None = None
+    prototype_seed: int = 0
+    ppc_weight: float = _opt(0.01, minimum=0.0)
+    ppd_weight: float = _opt(0.001, minimum=0.0)
+
+
+@dataclass
+class TrainConfig:
+    """Seed, precision and intervals (in iterations).
+
+    ``amp``: ``auto`` = bf16 on CUDA devices that support it, else fp16 with a
+    GradScaler, and off on CPU; ``bf16`` is also allowed on CPU; ``fp16`` needs CUDA.
+    """
+
+    seed: int = 0
+    amp: Literal["auto", "off", "fp16", "bf16"] = "auto"
+    log_interval: int = _opt(50, minimum=1)
+    eval_interval: int = _opt(4000, minimum=1)
+    checkpoint_interval: int = _opt(1000, minimum=1)
+    tensorboard: bool = True
+    deterministic: bool = False
+
+
+@dataclass
+class EvalConfig:
+    """Inference for evaluation (``contraseg.engine.inference.predict_logits``).
+    ``resize`` scales each evaluation image so its short side has that length (labels
+    stay at full size; the scores are resized to them); null keeps the size.
+    ``crop_size``/``stride`` ([h, w]) are for ``slide`` mode; null = data.crop_size and
+    two thirds of it."""
+
+    mode: Literal["whole", "slide"] = "whole"
+    resize: int | None = _opt(None, minimum=1)
+    crop_size: list[int] | None = _opt(None, minimum=1, length=2)
+    stride: list[int] | None = _opt(None, minimum=1, length=2)
+    scales: list[float] = _opt(factory=lambda: [1.0], minimum=0.0, exclusive=True)
+    flip: bool = False
+    batch_size: int = _opt(1, minimum=1)
+
+
+@dataclass
+class Config:
+    """A whole training configuration (see the module docstring for the sections)."""
+
+    name: str = "run"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    regulariser: RegulariserConfig = field(default_factory=RegulariserConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# --------------------------------------------------------------------------- checking
+
+_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and return it converted."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(f"config key {key}: null is not allowed")
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], key)
+    if origin is Literal:
+        if value not in args or isinstance(value, bool) != isinstance(args[0], bool):
+            allowed = ", ".join(str(a) for a in args)
+            raise ConfigError(f"config key {key}: {value!r} is not allowed; allowed values: {allowed}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {key}: expected a list, got {_describe(value)}")
+        return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"config key {key}: expected a mapping with string keys, got {_describe(value)}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if value is None:
+        raise ConfigError(f"config key {key}: null is not allowed; expected {_TYPE_NAMES[tp]}")
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-4" as a string
+            return float(value)
+        except ValueError:
+            pass
+    if not isinstance(value, tp) or (tp is not bool and isinstance(value, bool)):
+        raise ConfigError(f"config key {key}: expected {_TYPE_NAMES[tp]}, got {_describe(value)}")
+    return value
+
+
+def _check_bounds(value: Any, meta: typing.Mapping[str, Any], key: str) -> None:
+    if value is None:
+        return
+    length = meta.get("length")
+    if length is not None and len(value) != length:
+        raise ConfigError(f"config key {key}: expected a list of {length} values, got {value!r}")
+    minimum = meta.get("minimum")
+    if minimum is None:
+        return
+    items = value if isinstance(value, list) else [value]
+    exclusive = meta.get("exclusive", False)
+    for item in items:
+        if item < minimum or (exclusive and item == minimum):
+            bound = f"> {minimum}" if exclusive else f">= {minimum}"
+            raise ConfigError(f"config key {key}: {value!r} is not allowed; it must be {bound}")
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    """Build dataclass ``cls`` from the mapping ``raw``, checking every key."""
+    where = prefix or "the top level"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config key {where}: expected a mapping, got {_describe(raw)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = [k for k in raw if k not in fields]
+    if unknown:
+        name = f"{prefix}.{unknown[0]}" if prefix else str(unknown[0])
+        raise ConfigError(f"unknown config key {name}; allowed keys in {where}: {', '.join(fields)}")
+    kwargs = {}
+    for name, value in raw.items():
+        key = f"{prefix}.{name}" if prefix else name
+        converted = _convert(value, hints[name], key)
+        _check_bounds(converted, fields[name].metadata, key)
+        kwargs[name] = converted
+    return cls(**kwargs)
+
+
+def _check_relations(cfg: Config) -> None:
+    """Checks that involve more than one key."""
+    if cfg.data.jitter >= 1:
+        raise ConfigError(f"config key data.jitter: {cfg.data.jitter} is not allowed; it must be in [0, 1)")
+    low, high = cfg.data.scale_range
+    if low > high:
+        raise ConfigError(f"config key data.scale_range: {cfg.data.scale_range} must be [low, high] with low <= high")
+    if cfg.schedule.warmup_iters > cfg.schedule.max_iters:
+        raise ConfigError(
+            f"config key schedule.warmup_iters: {cfg.schedule.warmup_iters} exceeds schedule.max_iters={cfg.schedule.max_iters}"
+        )
+    if not cfg.data.val:
+        raise ConfigError("config key data.val: at least one evaluation dataset is needed")
+    if cfg.regulariser.name == "protoseg" and cfg.model.classifier != "prototype":
+        raise ConfigError("config key model.classifier: regulariser protoseg needs classifier 'prototype'")
+    from ..models import available_backbones, available_heads
+    from ..models.projection import PROJECTION_KINDS
+
+    for key, value, allowed in (("model.backbone", cfg.model.backbone, available_backbones()),
+                                ("model.head", cfg.model.head, available_heads())):
+        if value not in allowed:
+            raise ConfigError(f"config key {key}: {value!r} is not allowed; allowed values: {', '.join(allowed)}")
+    if cfg.model.projection is not None and cfg.model.projection not in PROJECTION_KINDS:
+        raise ConfigError(f"config key model.projection: {cfg.model.projection!r} is not allowed; "
+                          f"allowed values: {', '.join(PROJECTION_KINDS)}, null")
+    if cfg.model.projection is None and cfg.model.classifier == "prototype":
+        raise ConfigError("config key model.projection: classifier 'prototype' needs a projection (convmlp or linear)")
+    from ..data.registry import dataset_names
+
+    known = dataset_names()
+    for key, ds in [("data.train", cfg.data.train)] + [(f"data.val[{i}]", v) for i, v in enumerate(cfg.data.val)]:
+        if ds.name not in known:
+            raise ConfigError(f"config key {key}.name: {ds.name!r} is not allowed; allowed values: {', '.join(known)}")
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Build and check a :class:`Config` from a plain mapping (e.g. parsed YAML)."""
+    cfg = _build(Config, raw, "")
+    _check_relations(cfg)
+    return cfg
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """The config as plain dicts/lists/scalars (YAML- and checkpoint-safe)."""
+    return dataclasses.asdict(cfg)

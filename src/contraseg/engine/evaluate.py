@@ -1,0 +1,108 @@
+"""Evaluation: predictions over a dataset into a confusion matrix, then metrics.
+
+With W processes, rank r evaluates samples ``r, r + W, ...`` (no padding, so no
+sample is counted twice) and the K x K int64 confusion matrices are summed over the
+ranks: the result equals the single-process one exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from ..distributed import all_reduce_sum, rank, world_size
+from .metrics import compute_metrics, confusion_matrix
+from .sampling import shard_indices
+
+
+@dataclass
+class InferenceOptions:
+    """How ``predict_logits`` runs: ``mode`` whole or slide, slide ``crop_size``/``stride``
+    as (h, w), test-time ``scales`` and horizontal ``flip``."""
+
+    mode: str = "whole"
+    crop_size: tuple[int, int] | None = None
+    stride: tuple[int, int] | None = None
+    scales: Sequence[float] = (1.0,)
+    flip: bool = False
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``predict_logits``."""
+        return {"mode": self.mode, "crop_size": self.crop_size, "stride": self.stride,
+                "scales": tuple(self.scales), "flip": self.flip}
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)
+
+
+@torch.no_grad()
+def evaluate_confusion(
+    model: nn.Module,
+    dataset: Any,
+    num_classes: int,
+    options: InferenceOptions,
+    device: torch.device,
+    ignore_index: int = 255,
+    batch_size: int = 1,
+    num_workers: int = 0,
+    autocast_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """K x K confusion matrix of ``model`` over ``dataset`` (summed over all ranks).
+
+    Each batch's class scores come from ``contraseg.engine.inference.predict_logits``
+    (B x K x H x W, bilinearly resized to the label size when the image was resized);
+    the prediction is their argmax.
+    """
+    from .inference import predict_logits
+
+    net = _unwrap(model)
+    was_training = net.training
+    net.eval()
+    shard = Subset(dataset, shard_indices(len(dataset), rank(), world_size()))
+    loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+    try:
+        for batch in loader:
+            images = batch["image"].to(device, non_blocking=True)
+            labels = batch["label"].to(device, non_blocking=True)
+            if autocast_dtype is not None:
+                with torch.autocast(device.type, dtype=autocast_dtype):
+                    logits = predict_logits(net, images, **options.kwargs())
+            else:
+                logits = predict_logits(net, images, **options.kwargs())
+            if tuple(logits.shape[-2:]) != tuple(labels.shape[-2:]):  # image resized, label native
+                logits = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False)
+            confusion += confusion_matrix(logits.argmax(1), labels, num_classes, ignore_index)
+    finally:
+        net.train(was_training)
+    return all_reduce_sum(confusion).cpu()
+
+
+def evaluate_dataset(
+    model: nn.Module,
+    dataset: Any,
+    options: InferenceOptions,
+    device: torch.device,
+    eval_classes: Sequence[int | str] | None = None,
+    batch_size: int = 1,
+    num_workers: int = 0,
+    autocast_dtype: torch.dtype | None = None,
+) -> dict[str, Any]:
+    """Metrics of ``model`` on ``dataset`` (class names and ignore index from ``dataset.info``).
+
+    Returns :func:`contraseg.engine.metrics.compute_metrics`'s dict plus ``confusion``
+    (K x K nested lists).
+    """
+    info = dataset.info
+    num_classes = len(info.classes)
+    confusion = evaluate_confusion(model, dataset, num_classes, options, device, info.ignore_index,
+                                   batch_size, num_workers, autocast_dtype)
+    metrics = compute_metrics(confusion, info.classes, eval_classes)
+    metrics["confusion"] = confusion.tolist()
+    return metrics

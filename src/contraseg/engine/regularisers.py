@@ -1,0 +1,198 @@
+"""The contrastive term added to cross-entropy, one small class per method.
+
+Every regulariser is an ``nn.Module`` (so its buffers, e.g. a memory bank, go into
+the checkpoint through ``state_dict``) with one call shape::
+
+    terms = regulariser(outputs, labels, iteration, model)   # {"proac": tensor, ...}
+    loss = ce + sum(terms.values())
+    ...optimiser step...
+    regulariser.after_step(outputs, labels)                   # e.g. memory enqueue
+
+``outputs`` is the segmentor's dict (``embed`` B x D x h x w, ``logits`` B x K x h x w,
+``prototype_logits`` B x (K*M) x h x w), ``labels`` B x H x W. Each returned term is
+already multiplied by the regulariser weight at ``iteration``:
+``weight * min(1, iteration / warmup_iters)`` (0 at iteration 0 when warming up,
+then a linear ramp; no ramp when ``warmup_iters`` is 0).
+
+=========================  ======================================================  ======
+name                       terms                                                   weight
+=========================  ======================================================  ======
+none                       (none)                                                  -
+proac                      ProAC, fixed hyperspherical prototypes, t = 0.1         0.1
+pixel_contrast             ContrastiveSeg pixel-pixel contrast in the batch        0.1
+pixel_contrast_memory      the same against a pixel + segment memory bank          0.1
+protoseg                   PPC (x ppc_weight 0.01) and PPD (x ppd_weight 0.001)    1
+=========================  ======================================================  ======
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from .config import RegulariserConfig
+
+DEFAULT_WEIGHTS = {"none": 0.0, "proac": 0.1, "pixel_contrast": 0.1, "pixel_contrast_memory": 0.1, "protoseg": 1.0}
+
+
+def _unwrap(model: nn.Module | None) -> nn.Module | None:
+    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
+    return getattr(model, "module", model)
+
+
+class Regulariser(nn.Module):
+    """Base class: weight with linear warm-up; subclasses implement :meth:`terms`.
+
+    Args:
+        weight: the weight after warm-up.
+        warmup_iters: iterations of the linear ramp from 0 (0 = no ramp).
+    """
+
+    name = "none"
+    uses_embedding = False
+
+    def __init__(self, weight: float = 0.0, warmup_iters: int = 0) -> None:
+        super().__init__()
+        if weight < 0 or warmup_iters < 0:
+            raise ValueError(f"weight and warmup_iters must be >= 0, got {weight} and {warmup_iters}")
+        self.weight = float(weight)
+        self.warmup_iters = int(warmup_iters)
+
+    def weight_at(self, iteration: int) -> float:
+        """``weight * min(1, iteration / warmup_iters)`` (just ``weight`` without warm-up)."""
+        if self.warmup_iters <= 0:
+            return self.weight
+        return self.weight * min(1.0, max(0, iteration) / self.warmup_iters)
+
+    def terms(self, outputs: dict[str, Tensor], labels: Tensor, model: nn.Module | None) -> dict[str, Tensor]:
+        """Unweighted (but relatively scaled) loss terms; none for the base class."""
+        return {}
+
+    def forward(self, outputs: dict[str, Tensor], labels: Tensor, iteration: int,
+                model: nn.Module | None = None) -> dict[str, Tensor]:
+        """The named terms multiplied by :meth:`weight_at` ``(iteration)``."""
+        scale = self.weight_at(iteration)
+        return {name: scale * value for name, value in self.terms(outputs, labels, _unwrap(model)).items()}
+
+    def after_step(self, outputs: dict[str, Tensor], labels: Tensor) -> None:
+        """Hook run after the optimiser step (memory enqueue); nothing by default."""
+
+    def extra_repr(self) -> str:
+        return f"weight={self.weight}, warmup_iters={self.warmup_iters}"
+
+
+class ProACRegulariser(Regulariser):
+    """ProAC: prototype-anchor contrast against K fixed hyperspherical prototypes (K x D)."""
+
+    name = "proac"
+    uses_embedding = True
+
+    def __init__(self, prototypes: Tensor, temperature: float, ignore_index: int, weight: float,
+                 warmup_iters: int = 0) -> None:
+        super().__init__(weight, warmup_iters)
+        from ..losses import ProACLoss
+
+        self.loss = ProACLoss(prototypes, temperature=temperature, ignore_index=ignore_index)
+
+    def terms(self, outputs: dict[str, Tensor], labels: Tensor, model: nn.Module | None) -> dict[str, Tensor]:
+        """``{"proac": ProACLoss(embed, labels)}``."""
+        return {"proac": self.loss(outputs["embed"].float(), labels)}
+
+
+class PixelContrastRegulariser(Regulariser):
+    """ContrastiveSeg pixel-to-pixel contrast; with ``memory`` the contrast set is a
+    pixel/segment memory bank, filled after each step with the batch of every rank."""
+
+    name = "pixel_contrast"
+    uses_embedding = True
+
+    def __init__(self, cfg: RegulariserConfig, num_classes: int, embed_dim: int, ignore_index: int,
+                 weight: float, memory: bool = False) -> None:
+        super().__init__(weight, cfg.warmup_iters)
+        from ..losses import PixelContrastLoss
+
+        bank = None
+        if memory:
+            from ..sampling import PixelMemoryBank
+
+            bank = PixelMemoryBank(num_classes, embed_dim, pixel_size=cfg.memory_pixel_size,
+                                   segment_size=cfg.memory_segment_size, ignore_index=ignore_index)
+            self.name = "pixel_contrast_memory"
+        self.loss = PixelContrastLoss(temperature=cfg.temperature, base_temperature=cfg.base_temperature,
+                                      max_samples=cfg.max_samples, max_views=cfg.max_views, memory=bank,
+                                      ignore_index=ignore_index)
+
+    def terms(self, outputs: dict[str, Tensor], labels: Tensor, model: nn.Module | None) -> dict[str, Tensor]:
+        """``{"contrast": PixelContrastLoss(embed, labels, argmax of the logits)}``."""
+        predictions = outputs["logits"].detach().argmax(1)
+        return {"contrast": self.loss(outputs["embed"].float(), labels, predictions)}
+
+    def after_step(self, outputs: dict[str, Tensor], labels: Tensor) -> None:
+        """Enqueue the batch's pixels and segments into the memory bank (if any)."""
+        memory = getattr(self.loss, "memory", None)
+        if memory is None:
+            return
+        memory.enqueue(outputs["embed"].detach().float(), labels)  # gathers from all ranks itself
+
+
+class ProtoSegRegulariser(Regulariser):
+    """ProtoSeg: Sinkhorn assignment of pixels to their class's prototypes (momentum
+    update of the bank inside ``model.prototype_head.assign``), then PPC and PPD."""
+
+    name = "protoseg"
+    uses_embedding = True
+
+    def __init__(self, cfg: RegulariserConfig, ignore_index: int, weight: float) -> None:
+        super().__init__(weight, cfg.warmup_iters)
+        from ..losses import PPCLoss, PPDLoss
+
+        self.ppc = PPCLoss(ignore_index=ignore_index)
+        self.ppd = PPDLoss(ignore_index=ignore_index)
+        self.ppc_weight = cfg.ppc_weight
+        self.ppd_weight = cfg.ppd_weight
+        self.ignore_index = ignore_index
+
+    def terms(self, outputs: dict[str, Tensor], labels: Tensor, model: nn.Module | None) -> dict[str, Tensor]:
+        """``{"ppc": ppc_weight * PPC, "ppd": ppd_weight * PPD}`` against the Sinkhorn targets."""
+        head = getattr(model, "prototype_head", None)
+        if head is None or "prototype_logits" not in outputs:
+            raise ValueError("regulariser protoseg needs a segmentor built with classifier='prototype'")
+        targets = head.assign(outputs["embed"], labels, outputs["logits"], update=self.training)
+        plogits = outputs["prototype_logits"].float()
+        flat = plogits.permute(0, 2, 3, 1).reshape(-1, plogits.shape[1])
+        flat_targets = targets.reshape(-1)
+        return {"ppc": self.ppc_weight * self.ppc(flat, flat_targets),
+                "ppd": self.ppd_weight * self.ppd(flat, flat_targets)}
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, ppc_weight={self.ppc_weight}, ppd_weight={self.ppd_weight}"
+
+
+def build_regulariser(cfg: RegulariserConfig, num_classes: int, embed_dim: int,
+                      ignore_index: int = 255) -> Regulariser:
+    """The regulariser named by ``cfg.name`` for K classes and D-dimensional embeddings.
+
+    ProAC's prototypes are ``hyperspherical_prototypes(K, D, seed=cfg.prototype_seed)``
+    or read from ``cfg.prototypes_file`` (which must then be K x D).
+    """
+    weight = DEFAULT_WEIGHTS[cfg.name] if cfg.weight is None else cfg.weight
+    if cfg.name == "none":
+        return Regulariser(0.0, 0)
+    if cfg.name == "proac":
+        from ..prototypes import hyperspherical_prototypes, load_prototypes
+
+        if cfg.prototypes_file:
+            protos = load_prototypes(cfg.prototypes_file)
+            if tuple(protos.shape) != (num_classes, embed_dim):
+                raise ValueError(
+                    f"regulariser.prototypes_file {cfg.prototypes_file}: prototypes are {tuple(protos.shape)}, "
+                    f"the model needs {num_classes} x {embed_dim}"
+                )
+        else:
+            protos = hyperspherical_prototypes(num_classes, embed_dim, seed=cfg.prototype_seed)
+        return ProACRegulariser(protos, cfg.temperature, ignore_index, weight, cfg.warmup_iters)
+    if cfg.name in ("pixel_contrast", "pixel_contrast_memory"):
+        return PixelContrastRegulariser(cfg, num_classes, embed_dim, ignore_index, weight,
+                                        memory=cfg.name == "pixel_contrast_memory")
+    if cfg.name == "protoseg":
+        return ProtoSegRegulariser(cfg, ignore_index, weight)
+    raise ValueError(f"regulariser.name: unknown {cfg.name!r}; allowed: {', '.join(DEFAULT_WEIGHTS)}")

@@ -1,0 +1,318 @@
+"""Iteration-based supervised training with a contrastive regulariser.
+
+One step::
+
+    images, labels <- next batch of the (seeded, sharded, endless) training stream
+    lr             <- poly(iteration) with warm-up, per parameter group
+    out            <- model(images)                       (under autocast if enabled)
+    loss           <- CE(upsample(out.logits), labels) + sum of regulariser terms
+    backward (GradScaler for fp16), optional grad-norm clipping, optimiser step
+    regulariser.after_step(out, labels)                  (memory enqueue)
+
+Every ``eval_interval`` iterations (and at the end) the model is evaluated on each
+``data.val`` set; a better mIoU on the first writes ``best.pth``. Every
+``checkpoint_interval`` iterations (and at the end) ``last.pth`` is written, after the
+evaluation of that iteration. Both are complete training states (see
+:mod:`contraseg.engine.checkpoint`); resuming from one continues bit for bit: the
+model, optimiser, GradScaler, regulariser buffers, the RNG states of every rank and
+the position in the sample stream (a function of the iteration) are restored.
+
+Under ``torchrun`` (WORLD_SIZE > 1) the model is wrapped in DistributedDataParallel
+(BatchNorm -> SyncBatchNorm with ``model.sync_bn`` on GPUs; torch has no CPU
+SyncBatchNorm), each rank reads its shard of the stream, evaluation is sharded and its
+confusion matrix all-reduced, and only rank 0 writes logs and checkpoints. Logged
+losses are rank 0's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from .build import build_eval_dataset, build_model, build_train_dataset, dataset_label, segmentor_kwargs
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import Config
+from .config_io import config_to_yaml
+from .evaluate import InferenceOptions, evaluate_dataset
+from .metrics import format_metrics_table
+from .optim import PolyLR, build_optimizer, split_parameters
+from .precision import resolve_precision
+from .process_group import ProcessContext, barrier, init_process_group_from_env
+from .regularisers import build_regulariser
+from .rng import capture_rng_state, restore_rng_state, seed_everything
+from .run_log import RunLogger, json_safe
+from .sampling import InfiniteShardedSampler, SeededDataset
+from .step import StepParts, training_step
+
+LAST = "last.pth"
+BEST = "best.pth"
+
+
+def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
+    """``None`` -> None; ``"auto"`` -> ``run_dir/last.pth`` if it exists else None; a path
+    -> that path (which must exist)."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        last = run_dir / LAST
+        return last if last.is_file() else None
+    path = Path(resume)
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: checkpoint not found: {path}")
+    return path
+
+
+def inference_options(cfg: Config) -> InferenceOptions:
+    """Evaluation inference settings of a config (slide crop defaults to data.crop_size)."""
+    crop = tuple(cfg.eval.crop_size or cfg.data.crop_size)
+    stride = tuple(cfg.eval.stride) if cfg.eval.stride else tuple(max(1, (2 * c) // 3) for c in crop)
+    return InferenceOptions(cfg.eval.mode, crop, stride, tuple(cfg.eval.scales), cfg.eval.flip)
+
+
+class Trainer:
+    """Builds everything from a :class:`Config` and trains.
+
+    Args:
+        cfg: the checked configuration.
+        run_dir: where ``last.pth``, ``best.pth``, ``config.yaml``, ``log.jsonl``,
+            ``eval/`` and ``tensorboard/`` are written.
+        resume: None, ``"auto"`` or a checkpoint path (see :func:`resolve_resume`).
+        context: process/device; by default from the torchrun env vars.
+        progress: show a progress bar on a terminal.
+    """
+
+    def __init__(self, cfg: Config, run_dir: str | Path, resume: str | None = None,
+                 context: ProcessContext | None = None, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.ctx = context or init_process_group_from_env()
+        self.device = self.ctx.device
+        if cfg.train.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        seed_everything(cfg.train.seed)
+
+        self.train_set = build_train_dataset(cfg.data)
+        self.info = self.train_set.info
+        self.num_classes = len(self.info.classes)
+        self.ignore_index = int(self.info.ignore_index)
+        self.val_sets = [(dataset_label(v), build_eval_dataset(v, cfg.eval.resize)) for v in cfg.data.val]
+        for label, dataset in self.val_sets:
+            if len(dataset.info.classes) != self.num_classes:
+                raise ValueError(
+                    f"data.val {label} has {len(dataset.info.classes)} classes but data.train has {self.num_classes}"
+                )
+
+        self.model_config = segmentor_kwargs(cfg.model, self.num_classes)
+        model = build_model(self.model_config).to(self.device)
+        if self.ctx.distributed and cfg.model.sync_bn:
+            if self.device.type == "cpu":  # torch's SyncBatchNorm runs on accelerators only
+                if self.ctx.is_main:
+                    print("note: SyncBatchNorm needs a GPU; on CPU each process keeps its own BatchNorm statistics")
+            else:
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model
+        self.regulariser = build_regulariser(cfg.regulariser, self.num_classes, cfg.model.embed_dim,
+                                             self.ignore_index).to(self.device)
+        self.optimizer = build_optimizer(split_parameters(model), cfg.optim)
+        self.precision = resolve_precision(cfg.train.amp, self.device)
+        self.schedule = PolyLR(cfg.schedule)
+        self.iteration = 0
+        self.best: dict[str, Any] = {"mIoU": None, "iteration": None}
+        self._start_position = 0  # position in the global sample stream at self._start_iteration
+
+        resume_path = resolve_resume(resume, self.run_dir)
+        rng_state = None
+        if resume_path is not None:
+            rng_state = self._load_training_state(resume_path)
+        self.resumed_from = resume_path
+        if resume == "auto" and resume_path is None and self.ctx.is_main:
+            print(f"--resume auto: no {LAST} in {self.run_dir}, starting from iteration 0")
+        self._start_iteration = self.iteration
+
+        if self.ctx.distributed:
+            self.ddp: nn.Module = DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=not self.regulariser.uses_embedding,
+            )
+        else:
+            self.ddp = model
+        if rng_state is not None:
+            restore_rng_state(rng_state)
+        else:  # the training stream of draws starts fresh on every rank, after model init
+            seed_everything(cfg.train.seed + self.ctx.rank)
+
+        self.logger = RunLogger(self.run_dir, enabled=self.ctx.is_main, total_iters=cfg.schedule.max_iters,
+                                start_iter=self.iteration, tensorboard=cfg.train.tensorboard, progress=progress)
+        if self.ctx.is_main:
+            if resume_path is not None:
+                self.logger.truncate_after(self.iteration)
+            (self.run_dir / "config.yaml").write_text(config_to_yaml(cfg))
+
+    # ------------------------------------------------------------------ state
+    def _load_training_state(self, path: Path) -> dict[str, Any] | None:
+        """Restore model, optimiser, scaler, regulariser and counters; return this rank's RNG state."""
+        state = load_checkpoint(path, map_location="cpu")  # load_state_dict copies to the device
+        if state["model_config"] != self.model_config:
+            raise ValueError(f"{path}: checkpoint model {state['model_config']} differs from the config's {self.model_config}")
+        for key in ("optimizer", "scaler", "regulariser", "rng", "sampler", "best"):
+            if key not in state:
+                raise ValueError(f"{path}: not a training checkpoint (no {key!r}); use it with eval or predict")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state["scaler"]:  # empty when saved without fp16 (e.g. on CPU): keep the fresh scaler
+            self.precision.scaler.load_state_dict(state["scaler"])
+        self.regulariser.load_state_dict(state["regulariser"])
+        self.iteration = int(state["iteration"])
+        self.best = dict(state["best"])
+        self._start_position = int(state["sampler"]["position"])
+        states = state["rng"]
+        if len(states) == self.ctx.world_size:
+            return states[self.ctx.rank]
+        seed_everything(self.cfg.train.seed + 1_000_003 * self.iteration + self.ctx.rank)
+        return None
+
+    def _gather_rng_states(self) -> list[dict[str, Any]]:
+        """Every rank's RNG state, in rank order (collective under DDP)."""
+        mine = capture_rng_state()  # CPU tensors and plain values
+        if not self.ctx.distributed:
+            return [mine]
+        everyone: list[Any] = [None] * self.ctx.world_size
+        dist.all_gather_object(everyone, mine)
+        return everyone
+
+    def training_state(self) -> dict[str, Any]:
+        """The checkpoint dict of the current state (collective under DDP: all ranks call it)."""
+        rng = self._gather_rng_states()
+        return {
+            "iteration": self.iteration,
+            "config": config_to_yaml(self.cfg),
+            "model_config": self.model_config,
+            "classes": list(self.info.classes),
+            "palette": [list(map(int, c)) for c in self.info.palette],
+            "ignore_index": self.ignore_index,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.precision.scaler.state_dict(),
+            "regulariser": self.regulariser.state_dict(),
+            "scheduler": {"iteration": self.iteration, "max_iters": self.cfg.schedule.max_iters},
+            "sampler": {"seed": self.cfg.train.seed, "position": self._position()},
+            "rng": rng,
+            "best": dict(self.best),
+        }
+
+    def _position(self) -> int:
+        """Samples of the global stream consumed so far (all ranks together)."""
+        step = self.cfg.data.batch_size * self.ctx.world_size
+        return self._start_position + (self.iteration - self._start_iteration) * step
+
+    def _save(self, name: str) -> None:
+        state = self.training_state()
+        if self.ctx.is_main:
+            save_checkpoint(state, self.run_dir / name)
+        barrier()
+
+    # ------------------------------------------------------------------ data
+    def _loader(self) -> DataLoader:
+        sampler = InfiniteShardedSampler(len(self.train_set), self.cfg.train.seed, self.ctx.rank,
+                                         self.ctx.world_size, start=self._position())
+        workers = self.cfg.data.num_workers
+        return DataLoader(
+            SeededDataset(self.train_set), batch_size=self.cfg.data.batch_size, sampler=sampler,
+            num_workers=workers, drop_last=True, pin_memory=self.device.type == "cuda",
+            persistent_workers=workers > 0,
+            generator=torch.Generator().manual_seed(self.cfg.train.seed),  # keeps the global RNG untouched
+        )
+
+    # ------------------------------------------------------------------ loop
+    def train_step(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """One optimisation step on ``batch``; returns the detached loss terms."""
+        parts = StepParts(self.ddp, self.model, self.regulariser, self.optimizer, self.precision,
+                          self.ignore_index, self.cfg.optim.grad_clip)
+        images = batch["image"].to(self.device, non_blocking=True)
+        labels = batch["label"].to(self.device, non_blocking=True)
+        return training_step(parts, images, labels, self.iteration)
+
+    def _sync_buffers(self) -> None:
+        """Give every rank rank 0's buffers (BatchNorm statistics): DDP broadcasts them at
+        the start of each forward, so after the last step each rank holds its own update."""
+        if self.ctx.distributed:
+            for buffer in self.model.buffers():
+                dist.broadcast(buffer, src=0)
+
+    def evaluate(self) -> dict[str, dict[str, Any]]:
+        """Metrics on every ``data.val`` set (all ranks take part, each with rank 0's
+        weights and buffers, i.e. the checkpointed model); rank 0 prints and logs."""
+        self._sync_buffers()
+        results = {}
+        options = inference_options(self.cfg)
+        for label, dataset in self.val_sets:
+            metrics = evaluate_dataset(self.model, dataset, options, self.device, self.cfg.data.eval_classes
+                                       or dataset.info.eval_classes, self.cfg.eval.batch_size,
+                                       self.cfg.data.num_workers, self.precision.dtype)
+            results[label] = metrics
+            self.logger.log_eval(self.iteration, label, metrics)
+            self.logger.message(f"[{self.iteration}] {label}: mIoU {100 * metrics['mIoU']:.2f}\n"
+                                f"{format_metrics_table(metrics)}")
+        if self.ctx.is_main:
+            out = self.run_dir / "eval" / f"iter_{self.iteration:08d}.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(json_safe({"iteration": self.iteration, "results": results}), indent=1))
+        return results
+
+    def fit(self) -> dict[str, Any]:
+        """Train from the current iteration to ``schedule.max_iters``.
+
+        Returns ``{"iteration", "best", "last_eval"}`` (``last_eval``: the metrics of the
+        last evaluation, by dataset label).
+        """
+        cfg = self.cfg
+        max_iters = cfg.schedule.max_iters
+        data = iter(self._loader())
+        self.ddp.train()
+        self.regulariser.train()
+        last_eval: dict[str, Any] = {}
+        sums: dict[str, Tensor] = {}
+        count, busy = 0, 0.0  # iterations and seconds (data + step) since the last log line
+        if self.ctx.is_main and self.resumed_from is not None:
+            self.logger.message(f"resumed from {self.resumed_from} at iteration {self.iteration}")
+        while self.iteration < max_iters:
+            tick = time.perf_counter()
+            lr = self.schedule.apply(self.optimizer, self.iteration)
+            terms = self.train_step(next(data))
+            self.iteration += 1
+            count += 1
+            busy += time.perf_counter() - tick
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + value
+            self.logger.step()
+            done = self.iteration == max_iters
+            if self.iteration % cfg.train.log_interval == 0 or done:
+                waited = time.perf_counter()
+                values = {name: float(total) / count for name, total in sums.items()}  # waits for the device
+                seconds = (busy + time.perf_counter() - waited) / count
+                if not math.isfinite(values["loss"]):
+                    raise FloatingPointError(f"the loss became {values['loss']} before iteration {self.iteration}: "
+                                             f"{values}")
+                values["reg_weight"] = self.regulariser.weight_at(self.iteration - 1)
+                self.logger.log_train(self.iteration, lr, values, seconds)
+                sums, count, busy = {}, 0, 0.0
+            if self.iteration % cfg.train.eval_interval == 0 or done:
+                last_eval = self.evaluate()
+                first = last_eval[self.val_sets[0][0]]["mIoU"]
+                if not math.isnan(first) and (self.best["mIoU"] is None or first > self.best["mIoU"]):
+                    self.best = {"mIoU": first, "iteration": self.iteration}
+                    self._save(BEST)
+                self.ddp.train()
+            if self.iteration % cfg.train.checkpoint_interval == 0 or done:
+                self._save(LAST)
+        self.logger.close()
+        return {"iteration": self.iteration, "best": dict(self.best), "last_eval": last_eval}
