@@ -88,11 +88,9 @@ def build_case(name: str, d: int, k: int, device: torch.device, inputs) -> Calla
         ppc, ppd = PPCLoss(), PPDLoss()
 
         def run():
-            e = F.normalize(leaf(), dim=1)
-            out = head(e)
-            targets = head.assign(e, labels, out["logits"]).flatten()
-            flat = out["prototype_logits"].permute(0, 2, 3, 1).reshape(-1, out["prototype_logits"].shape[1])
-            (ppc(flat, targets) + ppd(flat, targets)).backward()
+            out = head(leaf())
+            targets = head.assign(emb, labels, out["logits"], prototype_logits=out["prototype_logits"])
+            (ppc(out["prototype_logits"], targets) + ppd(out["prototype_logits"], targets)).backward()
 
         return run
     if name == "wdass-prototype-contrast":

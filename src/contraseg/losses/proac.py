@@ -14,8 +14,10 @@ class are its positives and every other pixel of the batch a negative. With
 The ``anchor="pixel"`` ablation swaps the roles: each pixel is an anchor against all
 prototypes, ``log(exp(s_iy) + sum_{k != y} exp(s_ik)) - s_iy``, averaged over pixels.
 
-Cost: one K x N matrix of similarities (never N x N), so time and memory grow
-linearly with the number of pixels.
+Cost: one batched matmul of the prototypes with the embeddings in their own
+B x D x (h*w) layout, then work on the B x K x (h*w) similarities only: no N x N
+matrix, and no copy of the N x D embeddings (the normalisation is folded into the
+similarities), so time and memory stay close to one matmul of the same size.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_dim, check_label_range
-from ._pixels import dense_to_pixels, zero_loss
+from .._validation import check_dim, check_embeddings, check_label_range, check_labels
+from ._pixels import resize_labels, zero_loss
+from ._similarity import normalised_similarity
 
 # Similarities of positives are replaced by (-1/t - _GAP) when the negatives' log-sum-exp
 # is taken: since |s| <= 1/t, their exp is exactly 0 in float32, and unlike -inf they
@@ -83,30 +86,47 @@ class ProACLoss(nn.Module):
         return f"num_classes={k}, dim={d}, temperature={self.temperature}, anchor={self.anchor!r}"
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        feats, targets, _ = dense_to_pixels(embeddings, labels, self.ignore_index)
+        check_embeddings(embeddings)
+        check_labels(labels, embeddings.shape[0])
         check_dim(embeddings.shape[1], self.prototypes.shape[1], "embeddings", "prototypes")
+        b, d, h, w = embeddings.shape
+        targets = resize_labels(labels, (h, w)).reshape(b, h * w)
         check_label_range(targets, self.num_classes, self.ignore_index)
-        if targets.numel() == 0:
+        keep = targets != self.ignore_index
+        if not bool(keep.any()):
             return zero_loss(embeddings)
         compute_dtype = torch.promote_types(embeddings.dtype, torch.float32)
         with torch.autocast(embeddings.device.type, enabled=False):
-            feats = F.normalize(feats.to(compute_dtype), dim=1)
-            protos = self.prototypes.to(device=feats.device, dtype=compute_dtype)
+            sims = self._similarities(embeddings.reshape(b, d, h * w).to(compute_dtype))
             if self.anchor == "pixel":
-                return F.cross_entropy(feats @ protos.T / self.temperature, targets)
-            return self._prototype_anchor(feats, targets, protos)
+                return F.cross_entropy(sims, targets, ignore_index=self.ignore_index)
+            return self._prototype_anchor(sims, targets, keep)
 
-    def _prototype_anchor(self, feats: Tensor, targets: Tensor, protos: Tensor) -> Tensor:
-        k = protos.shape[0]
-        sims = protos @ feats.T / self.temperature  # K x N
-        positive = F.one_hot(targets, k).T.bool()  # K x N
-        # log sum_{j: y_j != k} exp(s_kj), one value per anchor k.
-        masked = sims.masked_fill(positive, -1.0 / self.temperature - _GAP)
-        negative_lse = torch.logsumexp(masked, dim=1)  # K
-        own = sims.gather(0, targets[None]).squeeze(0)  # s_{y_i, i}: N
+    def _similarities(self, feats: Tensor) -> Tensor:
+        """``s = p . f / (|f| t)`` on the native layout: B x D x n in, B x K x n out.
+
+        Normalising f would copy the B x D x n embeddings (and again in backward); the
+        per-pixel norm is folded into the small B x K x n result instead, with a
+        closed-form gradient (:func:`normalised_similarity`).
+        """
+        protos = self.prototypes.to(device=feats.device, dtype=feats.dtype)
+        return normalised_similarity(feats, protos, self.temperature)
+
+    def _prototype_anchor(self, sims: Tensor, targets: Tensor, keep: Tensor) -> Tensor:
+        k = sims.shape[1]
+        labels = torch.where(keep, targets, 0)
+        classes = torch.arange(k, device=sims.device).view(1, k, 1)
+        # Each anchor's negatives: kept pixels of other classes. Positives and ignored
+        # pixels get a similarity whose exp is exactly 0.
+        excluded = (targets.unsqueeze(1) == classes) | ~keep.unsqueeze(1)  # B x K x n
+        masked = sims.masked_fill(excluded, -1.0 / self.temperature - _GAP)
+        negative_lse = torch.logsumexp(masked.transpose(0, 1).reshape(k, -1), dim=1)  # K
+        own = sims.gather(1, labels.unsqueeze(1)).reshape(-1)  # s_{y_i, i}
         # log(exp(s) + exp(neg)) - s == softplus(neg - s), stable for any magnitude.
-        per_pixel = F.softplus(negative_lse[targets] - own)
-        counts = torch.bincount(targets, minlength=k)
-        per_class = torch.zeros(k, dtype=per_pixel.dtype, device=per_pixel.device).index_add_(0, targets, per_pixel)
+        flat_labels = labels.reshape(-1)
+        weight = keep.reshape(-1).to(sims.dtype)  # ignored pixels count for nothing
+        per_pixel = F.softplus(negative_lse[flat_labels] - own) * weight
+        per_class = sims.new_zeros(k).index_add_(0, flat_labels, per_pixel)
+        counts = sims.new_zeros(k).index_add_(0, flat_labels, weight)
         present = counts > 0
         return (per_class[present] / counts[present]).mean()

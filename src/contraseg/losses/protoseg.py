@@ -31,12 +31,14 @@ def _compute_dtype(logits: Tensor) -> torch.dtype:
     return torch.promote_types(logits.dtype, torch.float32)
 
 
-def _check_flat(logits: Tensor, targets: Tensor, ignore_index: int) -> None:
-    if logits.dim() != 2:
-        raise ValueError(f"logits must be N x (K*M), got shape {tuple(logits.shape)}")
-    if targets.dim() != 1 or targets.shape[0] != logits.shape[0]:
+def _check_logits_targets(logits: Tensor, targets: Tensor, ignore_index: int) -> None:
+    """Flat (N x C, N) or dense (B x C x h x w, B x h x w) logits and prototype targets."""
+    if logits.dim() not in (2, 4):
+        raise ValueError(f"logits must be N x (K*M) or B x (K*M) x h x w, got shape {tuple(logits.shape)}")
+    expected = (logits.shape[0],) + tuple(logits.shape[2:])
+    if tuple(targets.shape) != expected:
         raise ValueError(
-            f"targets must be N = {logits.shape[0]} prototype indices, got shape {tuple(targets.shape)}"
+            f"targets must have shape {expected} to match logits {tuple(logits.shape)}, got {tuple(targets.shape)}"
         )
     if targets.is_floating_point():
         raise ValueError(f"targets must be an integer tensor, got dtype {targets.dtype}")
@@ -51,8 +53,9 @@ class PPCLoss(nn.Module):
         ignore_index: target value of pixels to skip.
 
     Shape:
-        - logits: N x (K*M) cosines to every prototype
-        - targets: N assigned prototype indices
+        - logits: N x (K*M) cosines to every prototype, or dense B x (K*M) x h x w
+          (the head's ``prototype_logits`` as they are, no flattening copy)
+        - targets: N (or B x h x w) assigned prototype indices
         - output: scalar
     """
 
@@ -64,20 +67,19 @@ class PPCLoss(nn.Module):
         self.ignore_index = int(ignore_index)
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        _check_flat(logits, targets, self.ignore_index)
-        keep = targets != self.ignore_index
-        if not bool(keep.any()):
+        _check_logits_targets(logits, targets, self.ignore_index)
+        if not bool((targets != self.ignore_index).any()):
             return zero_loss(logits)
-        scaled = logits[keep].to(_compute_dtype(logits)) / self.temperature
-        return F.cross_entropy(scaled, targets[keep].long())
+        scaled = logits.to(_compute_dtype(logits)) / self.temperature
+        return F.cross_entropy(scaled, targets.long(), ignore_index=self.ignore_index)
 
 
 class PPDLoss(nn.Module):
     """Pixel-prototype distance: mean of ``(1 - cosine to the assigned prototype)^2``.
 
     Shape:
-        - logits: N x (K*M) cosines to every prototype
-        - targets: N assigned prototype indices
+        - logits: N x (K*M) cosines to every prototype, or dense B x (K*M) x h x w
+        - targets: N (or B x h x w) assigned prototype indices
         - output: scalar
     """
 
@@ -86,9 +88,10 @@ class PPDLoss(nn.Module):
         self.ignore_index = int(ignore_index)
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        _check_flat(logits, targets, self.ignore_index)
+        _check_logits_targets(logits, targets, self.ignore_index)
         keep = targets != self.ignore_index
         if not bool(keep.any()):
             return zero_loss(logits)
-        assigned = logits[keep].to(_compute_dtype(logits)).gather(1, targets[keep].long()[:, None])[:, 0]
-        return (1.0 - assigned).pow(2).mean()
+        index = torch.where(keep, targets, 0).long().unsqueeze(1)
+        assigned = logits.gather(1, index).squeeze(1).to(_compute_dtype(logits))
+        return ((1.0 - assigned).pow(2) * keep).sum() / keep.sum()

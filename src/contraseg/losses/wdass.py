@@ -30,8 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_label_range
-from ._pixels import dense_to_pixels, zero_loss
+from .._validation import check_embeddings, check_label_range, check_labels
+from ._pixels import resize_labels, zero_loss
+from ._similarity import normalised_similarity
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -144,21 +145,27 @@ class PrototypeContrastLoss(nn.Module):
         self, embeddings: Tensor, labels: Tensor, prototypes: Tensor, valid: Tensor | None = None
     ) -> Tensor:
         """Return the scalar loss."""
-        features, targets, _ = dense_to_pixels(embeddings, labels, self.ignore_index)
+        check_embeddings(embeddings)
+        check_labels(labels, embeddings.shape[0])
         protos = _check_prototypes(prototypes, tuple(embeddings.shape))
         num_classes = protos.shape[0]
+        b, d, h, w = embeddings.shape
+        targets = resize_labels(labels, (h, w)).reshape(b, h * w)
         check_label_range(targets, num_classes, self.ignore_index)
         valid = _check_valid(valid, num_classes, protos.device)
-        keep = valid[targets]
+        safe = targets.clamp(0, num_classes - 1)  # ignored pixels are masked just below
+        keep = (targets != self.ignore_index) & valid[safe]
         if not bool(keep.any()):
             return zero_loss(embeddings)
-        dtype = _compute_dtype(embeddings.dtype)
-        feats = F.normalize(features[keep].to(dtype), dim=1)
-        kept_protos = F.normalize(protos.detach().to(dtype)[valid], dim=1)
-        # Class index -> column among the valid prototypes.
+        # Class index -> column among the valid prototypes; skipped pixels -> -100.
         column = torch.cumsum(valid.long(), dim=0) - 1
-        logits = feats @ kept_protos.t() / self.temperature
-        return F.cross_entropy(logits, column[targets[keep]])
+        target_columns = torch.where(keep, column[safe], -100)
+        dtype = _compute_dtype(embeddings.dtype)
+        with torch.autocast(embeddings.device.type, enabled=False):
+            kept_protos = F.normalize(protos.detach().to(dtype)[valid], dim=1)
+            # B x V x n logits on the embeddings' own layout (no N x D copy).
+            logits = normalised_similarity(embeddings.reshape(b, d, h * w).to(dtype), kept_protos, self.temperature)
+            return F.cross_entropy(logits, target_columns, ignore_index=-100)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, ignore_index={self.ignore_index}"

@@ -105,14 +105,28 @@ class PrototypeBank(nn.Module):
         """
         check_label_range(labels, self.num_classes, self.ignore_index)
         sims = self.similarities(features) if similarities is None else similarities
-        targets = torch.full_like(labels, self.ignore_index, dtype=torch.long)
         keep = labels != self.ignore_index
-        if not bool(keep.any()) and not is_distributed():
-            return targets
         cls = labels[keep].long()
         own = sims[keep].gather(1, cls[:, None, None].expand(-1, 1, self.num_prototypes))[:, 0]  # n x M
-        _, index = grouped_sinkhorn(own, cls, self.num_classes, self.sinkhorn_iterations, self.sinkhorn_epsilon)
-        targets[keep] = cls * self.num_prototypes + index
+        return self.assign_scores(own, cls, total=labels.shape[0], keep=keep)
+
+    @torch.no_grad()
+    def assign_scores(self, own: Tensor, classes: Tensor, total: int, keep: Tensor) -> Tensor:
+        """Targets from the kept pixels' cosines to their own class's M prototypes.
+
+        Args:
+            own: n x M cosines of the kept pixels to the prototypes of their class.
+            classes: n class ids of the kept pixels.
+            total: N, all pixels; keep: N bool marking the n kept ones.
+
+        Returns:
+            N long targets ``k * M + m``, ``ignore_index`` where not kept.
+        """
+        targets = torch.full((total,), self.ignore_index, dtype=torch.long, device=own.device)
+        if own.shape[0] == 0 and not is_distributed():
+            return targets
+        _, index = grouped_sinkhorn(own, classes, self.num_classes, self.sinkhorn_iterations, self.sinkhorn_epsilon)
+        targets[keep] = classes * self.num_prototypes + index
         return targets
 
     @torch.no_grad()

@@ -12,8 +12,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_embeddings, check_labels
+from .._validation import check_dim, check_embeddings, check_label_range, check_labels
 from ..losses._pixels import resize_labels
+from ..losses._similarity import normalised_similarity
 from .bank import PrototypeBank
 
 __all__ = ["NearestPrototypeHead"]
@@ -65,15 +66,23 @@ class NearestPrototypeHead(nn.Module):
         check_embeddings(embed, "embed")
         b, d, h, w = embed.shape
         k, m = self.bank.num_classes, self.bank.num_prototypes
-        flat = embed.permute(0, 2, 3, 1).reshape(-1, d)
-        sims = self.bank.similarities(flat)  # N x K x M
-        class_scores = self.mask_norm(sims.amax(dim=2))  # N x K
-        logits = class_scores.reshape(b, h, w, k).permute(0, 3, 1, 2)
-        proto_logits = sims.reshape(b, h, w, k * m).permute(0, 3, 1, 2)
-        return {"logits": logits, "prototype_logits": proto_logits}
+        check_dim(d, self.bank.dim, "embed", "prototypes")
+        protos = self.bank.prototypes.reshape(k * m, d).to(embed.dtype)
+        # Cosines to all K*M prototypes on the embeddings' own B x D x n layout.
+        sims = normalised_similarity(embed.reshape(b, d, h * w), protos)  # B x KM x n
+        class_scores = sims.view(b, k, m, h * w).amax(dim=2)  # B x K x n
+        logits = self.mask_norm(class_scores.transpose(1, 2)).transpose(1, 2)
+        return {"logits": logits.reshape(b, k, h, w), "prototype_logits": sims.view(b, k * m, h, w)}
 
     @torch.no_grad()
-    def assign(self, embed: Tensor, labels: Tensor, logits: Tensor, update: bool = True) -> Tensor:
+    def assign(
+        self,
+        embed: Tensor,
+        labels: Tensor,
+        logits: Tensor,
+        update: bool = True,
+        prototype_logits: Tensor | None = None,
+    ) -> Tensor:
         """Prototype targets for PPC/PPD, updating the bank when ``update`` and training.
 
         Args:
@@ -81,6 +90,8 @@ class NearestPrototypeHead(nn.Module):
             labels: B x H x W labels (nearest-resized to h x w).
             logits: B x K x h x w class logits (their argmax marks correct pixels).
             update: momentum-update the bank (only in training mode).
+            prototype_logits: the forward's B x (K*M) x h x w cosines, to save
+                recomputing them.
 
         Returns:
             B x h x w long targets ``k * M + m`` or ``ignore_index``.
@@ -88,10 +99,23 @@ class NearestPrototypeHead(nn.Module):
         check_embeddings(embed, "embed")
         check_labels(labels, embed.shape[0])
         b, d, h, w = embed.shape
+        n = h * w
+        k, m = self.bank.num_classes, self.bank.num_prototypes
         flat_labels = resize_labels(labels, (h, w)).reshape(-1)
-        flat = embed.detach().permute(0, 2, 3, 1).reshape(-1, d)
-        targets = self.bank.assign(flat, flat_labels)
+        check_label_range(flat_labels, k, self.ignore_index)
+        dense = embed.detach().reshape(b, d, n)
+        if prototype_logits is None:
+            protos = self.bank.prototypes.reshape(k * m, d).to(embed.dtype)
+            prototype_logits = normalised_similarity(dense, protos)
+        sims = prototype_logits.detach().reshape(b, k, m, n)
+        keep = flat_labels != self.ignore_index
+        cls = flat_labels.clamp(0, k - 1).view(b, 1, 1, n).expand(b, 1, m, n)
+        own = sims.gather(1, cls).squeeze(1).transpose(1, 2).reshape(b * n, m)  # cosines to own class
+        targets = self.bank.assign_scores(own[keep], flat_labels[keep], total=b * n, keep=keep)
         if update and self.training:
             correct = logits.detach().argmax(dim=1).reshape(-1) == flat_labels
-            self.bank.update(flat, targets, correct)
+            used = (keep & correct).nonzero().squeeze(1)
+            # Gather only the used pixels' embeddings (no copy of the whole N x D).
+            feats = dense[used // n, :, used % n]
+            self.bank.update(feats, targets[used], torch.ones_like(used, dtype=torch.bool))
         return targets.reshape(b, h, w)

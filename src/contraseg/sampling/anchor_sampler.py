@@ -91,10 +91,11 @@ def _compact_classes(labels: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
         their own ids with C = max + 1 (an absent class just gets no pair); other labels
         are compacted with ``torch.unique`` (a sort).
     """
-    low = int(torch.where(valid, labels, labels.new_full((), torch.iinfo(torch.long).max)).min())
-    high = int(torch.where(valid, labels, labels.new_full((), -1)).max())
+    # Ignored pixels read 0: that can neither hide a negative label from min nor raise max.
+    class_ids = torch.where(valid, labels, 0)
+    low, high = int(class_ids.min()), int(class_ids.max())
     if low >= 0 and labels.shape[0] * (high + 1) <= max(labels.numel(), 65536):
-        return torch.arange(high + 1, device=labels.device), torch.where(valid, labels, 0)
+        return torch.arange(high + 1, device=labels.device), class_ids
     classes, inverse = torch.unique(labels[valid], return_inverse=True)
     class_ids = torch.zeros_like(labels)
     class_ids[valid] = inverse
@@ -189,30 +190,28 @@ class HardAnchorSampler(_AnchorSampler):
         classes, class_ids = _compact_classes(flat_labels, valid)
         num_classes = classes.numel()
 
-        # Pair of every pixel: image * C + class; pixels that are ignored go to the extra pair "none".
+        # Group of every pixel: 2 * pair + is_easy with pair = image * C + class; ignored
+        # pixels go to the extra pair "none". One bincount gives hard and easy counts.
         none = batch * num_classes
         image_offset = torch.arange(batch, device=device)[:, None] * num_classes
-        pair = torch.where(valid, image_offset + class_ids, none).reshape(-1)
-        pair_counts = torch.bincount(pair, minlength=none + 1)
-        is_candidate = pair_counts > self.max_views
+        pair = torch.where(valid, image_offset + class_ids, none)
+        is_easy = predictions.reshape(batch, -1) == flat_labels
+        group = (2 * pair + is_easy).reshape(-1)
+        group_counts = torch.bincount(group, minlength=2 * none + 2)
+        num_hard, num_easy = group_counts[0::2], group_counts[1::2]
+        is_candidate = num_hard + num_easy > self.max_views
         is_candidate[none] = False
         num_pairs = int(is_candidate.sum())
         if num_pairs == 0:
             return _empty_samples(device)
         n_view = min(self.max_samples // num_pairs, self.max_views)
-
-        # Group of every pixel: 2 * pair (hard) or 2 * pair + 1 (easy); the rest to group "none".
-        is_easy = (predictions.reshape(batch, -1) == flat_labels).reshape(-1)
-        none_group = 2 * none
-        group = torch.where(is_candidate[pair], 2 * pair + is_easy, none_group)
-        group_counts = torch.bincount(group, minlength=none_group + 1)[:none_group]
-        hard_keep, easy_keep = view_quotas(group_counts[0::2], group_counts[1::2], n_view)
+        hard_keep, easy_keep = view_quotas(num_hard, num_easy, n_view)
         quota = torch.stack((hard_keep, easy_keep), dim=1).reshape(-1)
-        quota = quota * is_candidate[:none].repeat_interleave(2)  # other pairs keep nothing
+        quota = quota * is_candidate.repeat_interleave(2)  # other pairs keep nothing
 
         sorted_pixels, positions = _smallest_priorities(group, group_counts, quota, generator)
 
-        pair_ids = is_candidate[:none].nonzero().squeeze(1)
+        pair_ids = is_candidate.nonzero().squeeze(1)
         return AnchorSamples(
             index=sorted_pixels[positions].reshape(num_pairs, n_view),
             labels=classes[pair_ids % num_classes],
@@ -226,8 +225,9 @@ def _smallest_priorities(
     """Per group g, the ``quota[g]`` pixels of lowest uniform random priority.
 
     Args:
-        group: N group of every pixel; values >= len(quota) are never picked.
-        group_counts: G pixels per group; quota: G pixels to pick per group.
+        group: N group of every pixel, in [0, G).
+        group_counts: G pixels per group; quota: G pixels to pick per group (0 for
+            groups that are not sampled).
 
     Returns:
         ``(pixels, positions)``: ``pixels[positions]`` lists the picks group by group
@@ -247,16 +247,14 @@ def _smallest_priorities(
     counts = group_counts.to(priority.dtype).clamp_min(1.0)
     threshold = ((2 * quota + 16).to(priority.dtype) / counts).clamp(max=1.0)
     threshold = torch.where(quota > 0, threshold, torch.zeros_like(threshold))
-    threshold = torch.cat([threshold, threshold.new_zeros(1)])  # the group of non-candidates
-    capped_group = group.clamp(max=num_groups)
     while True:
-        survivors = (priority < threshold[capped_group]).nonzero().squeeze(1)
-        survivor_group = capped_group[survivors]
-        survivor_counts = torch.bincount(survivor_group, minlength=num_groups + 1)[:num_groups]
+        survivors = (priority < threshold[group]).nonzero().squeeze(1)
+        survivor_group = group[survivors]
+        survivor_counts = torch.bincount(survivor_group, minlength=num_groups)
         short = survivor_counts < quota
         if not bool(short.any()):
             break
-        threshold[:num_groups][short] = 1.0
+        threshold[short] = 1.0
     # Sort survivors by (group, priority): the key group + u keeps groups apart since u < 1.
     key = survivor_group.to(torch.float64) + priority[survivors].to(torch.float64)
     order = torch.argsort(key)
