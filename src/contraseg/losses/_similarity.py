@@ -9,7 +9,8 @@ N x D embeddings in backward; this function writes the gradient in closed form,
 
     dL/dx = P^T a - c * x,   a_k = g_k / (|x| t),   c = (sum_k g_k r_k) / (|x|^3 t),
 
-with r = P x the raw dot products: one elementwise pass fused into a ``baddbmm``. Where
+with r = P x the raw dot products (recovered from the output, which is all that is
+saved besides the input): one elementwise pass over x, fused into a ``baddbmm``. Where
 ``|x| < eps`` the norm is clamped as in ``F.normalize`` and the second term vanishes.
 """
 
@@ -27,18 +28,19 @@ class _NormalisedSimilarity(torch.autograd.Function):
     def forward(ctx, feats: Tensor, protos: Tensor, temperature: float) -> Tensor:
         norm = torch.linalg.vector_norm(feats, dim=1)  # B x n
         inv = norm.clamp_min(EPS).reciprocal()
-        raw = torch.matmul(protos, feats)  # B x K x n
-        ctx.save_for_backward(feats, protos, raw, inv, norm > EPS)
+        out = torch.matmul(protos, feats).mul_((inv / temperature).unsqueeze(1))  # B x K x n
+        ctx.save_for_backward(feats, protos, out, inv, norm > EPS)
         ctx.temperature = temperature
-        return raw * (inv / temperature).unsqueeze(1)
+        return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
-        feats, protos, raw, inv, unclamped = ctx.saved_tensors
+        feats, protos, out, inv, unclamped = ctx.saved_tensors
         t = ctx.temperature
         scaled = grad * (inv / t).unsqueeze(1)  # a: B x K x n
-        c = (grad * raw).sum(dim=1) * inv.pow(3) / t * unclamped  # B x n
+        # sum_k g_k r_k / (|x|^3 t) == sum_k g_k s_k / |x|^2, from the saved output s.
+        c = (grad * out).sum(dim=1) * inv.pow(2) * unclamped  # B x n
         out = feats * (-c).unsqueeze(1)
         out.baddbmm_(protos.t().expand(feats.shape[0], -1, -1), scaled)
         return out, None, None

@@ -202,8 +202,11 @@ class PixelContrastLoss(nn.Module):
         compute_dtype = torch.promote_types(embeddings.dtype, torch.float32)
         dim = embeddings.shape[1]
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
-            flat = embeddings.permute(0, 2, 3, 1).reshape(-1, dim)
-            anchors = F.normalize(flat[samples.index.reshape(-1)].to(compute_dtype), dim=1)
+            # Gather the A anchors from the native B x D x n layout: no copy of all N x D.
+            index = samples.index.reshape(-1).to(embeddings.device)
+            pixels = embeddings.shape[2] * embeddings.shape[3]
+            picked = embeddings.reshape(embeddings.shape[0], dim, pixels)[index // pixels, :, index % pixels]
+            anchors = F.normalize(picked.to(compute_dtype), dim=1)
             anchor_labels = samples.anchor_labels().to(embeddings.device)
             if self.memory is None:
                 loss = supervised_contrast(
