@@ -28,6 +28,28 @@ def median_time(fn: Callable[[], object], device: torch.device, repeats: int = 5
     return statistics.median(times)
 
 
+def interleaved_median_times(
+    fns: dict[str, Callable[[], object]], device: torch.device, rounds: int = 9, warmup: int = 2
+) -> dict[str, float]:
+    """Median wall time of each ``fn`` in seconds, timed in interleaved rounds.
+
+    Each round runs every function once, so slow drift of a shared machine (other
+    processes, frequency changes) hits all of them alike and their ratios stay stable.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    synchronise(device)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            synchronise(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def cuda_peak_bytes(fn: Callable[[], object], device: torch.device) -> int:
     """Peak CUDA memory allocated by ``fn()`` above what was allocated before it."""
     synchronise(device)

@@ -156,12 +156,11 @@ class ProtoSegRegulariser(Regulariser):
         head = getattr(model, "prototype_head", None)
         if head is None or "prototype_logits" not in outputs:
             raise ValueError("regulariser protoseg needs a segmentor built with classifier='prototype'")
-        targets = head.assign(outputs["embed"], labels, outputs["logits"], update=self.training)
-        plogits = outputs["prototype_logits"].float()
-        flat = plogits.permute(0, 2, 3, 1).reshape(-1, plogits.shape[1])
-        flat_targets = targets.reshape(-1)
-        return {"ppc": self.ppc_weight * self.ppc(flat, flat_targets),
-                "ppd": self.ppd_weight * self.ppd(flat, flat_targets)}
+        plogits = outputs["prototype_logits"]  # B x (K*M) x h x w, used as is (no flattening copy)
+        targets = head.assign(outputs["embed"], labels, outputs["logits"], update=self.training,
+                              prototype_logits=plogits)
+        return {"ppc": self.ppc_weight * self.ppc(plogits, targets),
+                "ppd": self.ppd_weight * self.ppd(plogits, targets)}
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, ppc_weight={self.ppc_weight}, ppd_weight={self.ppd_weight}"
