@@ -132,7 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default=",".join(f"{h}x{w}" for h, w in SIZES), help="e.g. 65x129,129x257")
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory column")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (1 gives ratios that a busy machine disturbs least)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     cases = [c for c in args.cases.split(",") if c]
