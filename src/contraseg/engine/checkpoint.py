@@ -23,11 +23,12 @@ old complete file or the new complete file, never a mix.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .._io import atomic_write
 
 CHECKPOINT_FORMAT = "contraseg-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -38,35 +39,9 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, unreadable or not a contraseg checkpoint."""
 
 
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # not possible on every platform; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save(obj)`` to ``path`` through a same-directory temp file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_directory(path.parent)
+    atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
