@@ -15,6 +15,7 @@ import sys
 # Modules under contraseg.commands, in the order `contraseg --help` lists them.
 COMMANDS = (
     "train",
+    "adapt",
     "eval",
     "predict",
     "datasets",

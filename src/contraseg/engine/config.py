@@ -16,6 +16,8 @@ Sections::
     regulariser   the contrastive term added to cross-entropy
     train         seed, mixed precision, logging/eval/checkpoint intervals
     eval          inference mode (whole / slide), scales, flip
+    adapt         domain adaptation, parsed and run by ``contraseg adapt``
+                  (:mod:`contraseg.adapt.config`); null for plain training
 """
 
 from __future__ import annotations
@@ -192,6 +194,7 @@ class Config:
     regulariser: RegulariserConfig = field(default_factory=RegulariserConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    adapt: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------- checking

@@ -90,8 +90,12 @@ class Trainer:
         progress: show a progress bar on a terminal.
     """
 
+    runs_adaptation = False  # subclasses in contraseg.adapt train configs with an adapt: section
+
     def __init__(self, cfg: Config, run_dir: str | Path, resume: str | None = None,
                  context: ProcessContext | None = None, progress: bool = True) -> None:
+        if cfg.adapt is not None and not self.runs_adaptation:
+            raise ValueError("the config has an adapt: section; train it with contraseg adapt (or python -m contraseg.adapt)")
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.ctx = context or init_process_group_from_env()

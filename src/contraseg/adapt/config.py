@@ -1,0 +1,208 @@
+"""The ``adapt:`` section of a domain-adaptation config.
+
+An adaptation config is an ordinary training config (:mod:`contraseg.engine.config`:
+``data.train`` is the labelled *source* set, ``data.val`` the evaluation sets, the
+first of which picks ``best.pth``) plus one more top-level section::
+
+    adapt:
+      method: self_training          # self_training | wdass | source_only
+      target: {name: synthetic-target, split: train, options: {...}}
+      target_batch_size: null        # per process; null = data.batch_size
+      target_base_size: null         # [h, w] the target's random rescale is relative to
+      init_checkpoint: runs/src/last.pth   # weights the student starts from (null: fresh)
+      rounds: 1                      # self-training: train, re-label, train again ...
+      pseudo_labels: {dir, checkpoint, threshold, class_percentile, mode, batch_size}
+      teacher: {momentum, buffers, threshold}          # WDASS mean teacher
+      wdass: {weak_kind, weak_labels, mix, weak_weight, image_weight, contrast_weight,
+              cross_weight, intra_weight, temperature, prototype_momentum,
+              prototype_temperature, warmup_iters}
+
+The engine keeps ``adapt`` as a plain mapping (``Config.adapt``; its ``Trainer`` refuses
+such configs, ``contraseg train`` says to use ``python -m contraseg.adapt``); this module
+checks it with the engine's own config machinery, so a typo or a bad value fails at
+once with a one-line :class:`~contraseg.engine.config.ConfigError` naming the
+``adapt.*`` key. ``--set adapt.rounds=2`` style overrides work as for any key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+import yaml
+
+from ..engine.config import Config, ConfigError, DatasetConfig, _build, _opt
+from ..engine.config_io import load_config
+
+ADAPT_KEY = "adapt"
+
+
+@dataclass
+class PseudoLabelConfig:
+    """Offline target pseudo labels for self-training (``contraseg pseudo-label``).
+
+    ``dir``: an existing pseudo-label folder for round 1; null = generate it into the
+    run directory with ``checkpoint`` (null = ``adapt.init_checkpoint``). Later rounds
+    always re-label with the previous round's model. A pixel keeps its predicted class
+    when its max-softmax confidence is at least ``threshold`` or, with
+    ``class_percentile`` p, at least the class's p-quantile of confidences (capped at
+    ``threshold``). ``mode`` null = the labelling checkpoint's ``eval.mode``.
+    """
+
+    dir: str | None = None
+    checkpoint: str | None = None
+    threshold: float = _opt(0.9, minimum=0.0)
+    class_percentile: float | None = _opt(None, minimum=0.0)
+    mode: Literal["whole", "slide"] | None = None
+    batch_size: int = _opt(8, minimum=1)
+
+
+@dataclass
+class TeacherConfig:
+    """Mean teacher of WDASS / DACS: EMA ``momentum`` of the student weights (with the
+    warm start ``min(1 - 1/(k+1), momentum)``), BatchNorm ``buffers`` averaged the same
+    way (``ema``) or copied from the student (``copy``), and the confidence
+    ``threshold`` of its pseudo labels (0.968 in DACS and WDASS)."""
+
+    momentum: float = _opt(0.999, minimum=0.0)
+    buffers: Literal["ema", "copy"] = "ema"
+    threshold: float = _opt(0.968, minimum=0.0)
+
+
+@dataclass
+class WDASSConfig:
+    """Weak target labels and the WDASS loss weights.
+
+    ``weak_kind`` image / point / coarse and ``weak_labels`` the folder written by
+    ``contraseg weak-labels`` (PNG labels for point / coarse, ``image_labels.json`` for
+    image). Loss = source CE + ClassMix CE (``mix``) + ``weak_weight`` x partial CE on
+    the weak pixels (point / coarse) + ramp x (``image_weight`` x image-level loss +
+    ``contrast_weight`` x (``cross_weight`` x cross-domain + ``intra_weight`` x
+    (intra-source + intra-target) prototype contrast)); the ramp goes linearly from 0
+    to 1 over ``warmup_iters``. Defaults are those of the official WDASS code: every
+    weight 1, cross 0.5, intra 0.25, temperature 0.1.
+    """
+
+    weak_kind: Literal["image", "point", "coarse"] = "point"
+    weak_labels: str | None = None
+    mix: bool = True
+    weak_weight: float = _opt(1.0, minimum=0.0)
+    image_weight: float = _opt(1.0, minimum=0.0)
+    contrast_weight: float = _opt(1.0, minimum=0.0)
+    cross_weight: float = _opt(0.5, minimum=0.0)
+    intra_weight: float = _opt(0.25, minimum=0.0)
+    temperature: float = _opt(0.1, minimum=0.0, exclusive=True)
+    prototype_momentum: float = _opt(0.99, minimum=0.0)
+    prototype_temperature: float = _opt(0.1, minimum=0.05)
+    warmup_iters: int = _opt(0, minimum=0)
+
+
+def _default_target() -> DatasetConfig:
+    return DatasetConfig(name="synthetic-target", split="train")
+
+
+@dataclass
+class AdaptConfig:
+    """The ``adapt`` section (see the module docstring)."""
+
+    method: Literal["self_training", "wdass", "source_only"] = "self_training"
+    target: DatasetConfig = field(default_factory=_default_target)
+    target_batch_size: int | None = _opt(None, minimum=1)
+    target_base_size: list[int] | None = _opt(None, minimum=1, length=2)
+    init_checkpoint: str | None = None
+    rounds: int = _opt(1, minimum=1)
+    pseudo_labels: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    wdass: WDASSConfig = field(default_factory=WDASSConfig)
+
+    def target_batch(self, cfg: Config) -> int:
+        """Target images per process and step (``data.batch_size`` when not set)."""
+        return self.target_batch_size or cfg.data.batch_size
+
+
+def _check_at_most_one(key: str, value: float | None) -> None:
+    if value is not None and value > 1:
+        raise ConfigError(f"config key {key}: {value!r} is not allowed; it must be in [0, 1]")
+
+
+def check_adapt_relations(cfg: Config, adapt: AdaptConfig) -> None:
+    """Checks across keys of ``adapt`` and the rest of the config (one-line ConfigError)."""
+    from ..data.registry import dataset_names
+
+    if adapt.target.name not in dataset_names():
+        raise ConfigError(f"config key adapt.target.name: {adapt.target.name!r} is not allowed; "
+                          f"allowed values: {', '.join(dataset_names())}")
+    if "pseudo_label_dir" in adapt.target.options:
+        raise ConfigError("config key adapt.target.options.pseudo_label_dir: set adapt.pseudo_labels.dir "
+                          "(self-training) or adapt.wdass.weak_labels (WDASS) instead")
+    _check_at_most_one("adapt.pseudo_labels.threshold", adapt.pseudo_labels.threshold)
+    _check_at_most_one("adapt.pseudo_labels.class_percentile", adapt.pseudo_labels.class_percentile)
+    _check_at_most_one("adapt.teacher.threshold", adapt.teacher.threshold)
+    for key, value in (("adapt.teacher.momentum", adapt.teacher.momentum),
+                       ("adapt.wdass.prototype_momentum", adapt.wdass.prototype_momentum)):
+        if value >= 1:
+            raise ConfigError(f"config key {key}: {value!r} is not allowed; it must be in [0, 1)")
+    if adapt.rounds > 1 and adapt.method != "self_training":
+        raise ConfigError(f"config key adapt.rounds: {adapt.rounds} rounds need method self_training, "
+                          f"got {adapt.method!r}")
+    if adapt.method == "self_training":
+        labels = adapt.pseudo_labels
+        if labels.dir is None and labels.checkpoint is None and adapt.init_checkpoint is None:
+            raise ConfigError("config key adapt.pseudo_labels: self_training needs pseudo_labels.dir, "
+                              "pseudo_labels.checkpoint or adapt.init_checkpoint to label the target")
+    if adapt.method == "wdass":
+        if adapt.wdass.weak_labels is None:
+            raise ConfigError("config key adapt.wdass.weak_labels: method wdass needs the folder written by "
+                              "contraseg weak-labels")
+        if cfg.regulariser.name != "none":
+            raise ConfigError(f"config key regulariser.name: method wdass brings its own contrast; "
+                              f"set regulariser.name to none, got {cfg.regulariser.name!r}")
+
+
+def adapt_config_from_dict(raw: Any) -> AdaptConfig:
+    """Build and check an :class:`AdaptConfig` from the mapping under ``adapt:``."""
+    return _build(AdaptConfig, raw, ADAPT_KEY)
+
+
+def adapt_config_to_dict(adapt: AdaptConfig) -> dict[str, Any]:
+    """The section as plain dicts / lists / scalars."""
+    return dataclasses.asdict(adapt)
+
+
+def adapt_config_to_yaml(adapt: AdaptConfig) -> str:
+    """The section as YAML (stored in checkpoints and ``adapt.yaml``)."""
+    return yaml.safe_dump(adapt_config_to_dict(adapt), sort_keys=False)
+
+
+def adapt_config_from_yaml(text: str) -> AdaptConfig:
+    """Inverse of :func:`adapt_config_to_yaml`."""
+    return adapt_config_from_dict(yaml.safe_load(text))
+
+
+def adapt_section(cfg: Config, where: str = "the config") -> AdaptConfig:
+    """The checked :class:`AdaptConfig` of ``cfg.adapt`` (the engine keeps it as a plain mapping).
+
+    Raises:
+        ConfigError: one line naming the key; also when ``cfg`` has no ``adapt:`` section.
+    """
+    if cfg.adapt is None:
+        raise ConfigError(f"{where}: no adapt section; a plain training config runs with contraseg train")
+    adapt = adapt_config_from_dict(cfg.adapt)
+    check_adapt_relations(cfg, adapt)
+    return adapt
+
+
+def load_adapt_config(path: str | Path, overrides: Iterable[str] = ()) -> tuple[Config, AdaptConfig]:
+    """Read an adaptation config: ``_base_`` includes, ``--set`` overrides, checks.
+
+    Returns ``(engine config, adapt section)``. The engine config (with ``adapt`` as a
+    plain mapping) is what checkpoints store as ``config``, so ``contraseg eval`` /
+    ``predict`` / ``pseudo-label`` read adaptation checkpoints like any other.
+
+    Raises:
+        ConfigError: one line naming the file or key (also when ``adapt:`` is missing).
+    """
+    cfg = load_config(path, overrides)
+    return cfg, adapt_section(cfg, str(path))

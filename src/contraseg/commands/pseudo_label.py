@@ -1,0 +1,116 @@
+"""``contraseg pseudo-label CHECKPOINT --dataset NAME [--root R] [--split train]
+[--option KEY=VALUE ...] --out DIR [--threshold 0.9] [--class-percentile P] [--mode whole|slide]``
+
+Predicts every image of a (target) split with a checkpoint and writes confidence-filtered
+pseudo labels ``DIR/<sample name>.png`` (train ids, 255 = not confident), which
+``build_dataset(..., pseudo_label_dir=DIR)`` and the self-training configs read back. A
+pixel keeps its predicted class when its max-softmax confidence reaches ``--threshold``
+or, with ``--class-percentile P``, its class's P-quantile of confidences over the whole
+split, capped at ``--threshold``. Prints and writes ``DIR/summary.json``: per class the
+threshold, predicted and kept pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from ..cli import UserError
+
+
+def parse_options(items: list[str]) -> dict[str, Any]:
+    """``["size=[64,128]", "length=100"]`` -> ``{"size": [64, 128], "length": 100}`` (YAML values)."""
+    import yaml
+
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"bad --option {item!r}: expected KEY=VALUE, e.g. --option length=100")
+        try:
+            options[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            raise UserError(f"bad --option {item!r}: the value is not a YAML scalar or list") from None
+    return options
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser, split: str = "train") -> None:
+    """``--dataset``, ``--root``, ``--split`` and ``--option``."""
+    parser.add_argument("--dataset", required=True, help="dataset name, e.g. cityscapes or synthetic-target")
+    parser.add_argument("--root", help="dataset root folder")
+    parser.add_argument("--split", default=split, help=f"dataset split (default {split})")
+    parser.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                        help="dataset keyword argument, e.g. --option size=[64,128] (repeatable)")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``pseudo-label``."""
+    parser = subparsers.add_parser("pseudo-label", help="confidence-filtered pseudo labels of a target split",
+                                   description=" ".join(__doc__.split("\n\n")[1].split()))
+    parser.add_argument("checkpoint", help="a .pth written by contraseg train (or an adaptation run)")
+    add_dataset_arguments(parser)
+    parser.add_argument("--out", required=True, help="pseudo-label folder")
+    parser.add_argument("--threshold", type=float, default=0.9,
+                        help="global confidence threshold, the cap of class-wise ones (default 0.9)")
+    parser.add_argument("--class-percentile", type=float, metavar="P",
+                        help="class-wise thresholds: the P-quantile of each class's confidences (e.g. 0.5)")
+    parser.add_argument("--mode", choices=("whole", "slide"), help="inference mode (default: the checkpoint's)")
+    parser.add_argument("--batch-size", type=int, help="images per forward pass (default: the checkpoint's eval one)")
+    parser.add_argument("--num-workers", type=int, default=2, help="data loading workers (default 2)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="device type (default: CUDA if available)")
+    parser.set_defaults(func=run)
+
+
+def _check_fraction(name: str, value: float | None) -> None:
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise UserError(f"{name} must be in [0, 1], got {value}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Label the split, write the PNGs and summary.json, print the per-class table."""
+    from ..adapt.pseudo_labels import LabellingOptions, format_summary, generate_pseudo_labels
+    from ..engine.build import build_eval_dataset
+    from ..engine.checkpoint import CheckpointError
+    from ..engine.config import DatasetConfig
+    from ..engine.process_group import destroy_process_group, init_process_group_from_env
+    from ..engine.restore import restore_model
+    from ..engine.trainer import inference_options
+
+    _check_fraction("--threshold", args.threshold)
+    _check_fraction("--class-percentile", args.class_percentile)
+    for name, value, minimum in (("--batch-size", args.batch_size, 1), ("--num-workers", args.num_workers, 0)):
+        if value is not None and value < minimum:
+            raise UserError(f"{name} must be >= {minimum}, got {value}")
+    options = parse_options(args.options)
+    try:
+        context = init_process_group_from_env(args.device)
+        restored = restore_model(args.checkpoint, context.device)
+    except (CheckpointError, ValueError) as err:
+        raise UserError(str(err)) from None
+    cfg = restored.config
+    if args.mode is not None:
+        cfg.eval.mode = args.mode
+    ds_cfg = DatasetConfig(name=args.dataset, root=args.root, split=args.split, options=options)
+    try:
+        try:
+            dataset = build_eval_dataset(ds_cfg, cfg.eval.resize)
+        except (FileNotFoundError, TypeError, ValueError) as err:
+            raise UserError(f"dataset {args.dataset}/{args.split}: {' '.join(str(err).split())}") from None
+        if len(dataset.info.classes) != len(restored.classes):
+            raise UserError(f"dataset {args.dataset} has {len(dataset.info.classes)} classes, "
+                            f"the checkpoint's model {len(restored.classes)}")
+        labelling = LabellingOptions(inference=inference_options(cfg).kwargs(),
+                                     batch_size=args.batch_size or cfg.eval.batch_size, num_workers=args.num_workers)
+        try:
+            summary = generate_pseudo_labels(restored.model, dataset, args.out, threshold=args.threshold,
+                                             class_percentile=args.class_percentile, options=labelling,
+                                             device=context.device)
+        except ValueError as err:
+            raise UserError(" ".join(str(err).split())) from None
+    finally:
+        destroy_process_group()
+    if context.is_main:
+        print(format_summary(summary))
+        print(json.dumps({"out": args.out, "images": summary["images"], "kept_fraction": summary["kept_fraction"]}))
+    return 0
