@@ -1,16 +1,16 @@
-"""From dense B x D x h x w embeddings and B x H x W labels to a flat list of pixels.
+"""Label helpers shared by the dense losses.
 
-All dense losses share this first step: resize the labels to the embedding grid with
-nearest-neighbour (the convention of ContrastiveSeg and ProAC), move D last, and drop
-the pixels whose label is ``ignore_index``.
+Every dense loss resizes its B x H x W labels to the B x D x h x w embedding grid with
+nearest neighbour (the convention of ContrastiveSeg and ProAC) and returns
+:func:`zero_loss` when nothing is left to contrast. The losses then work on the
+embeddings' own B x D x (h*w) layout, masking ignored pixels instead of copying the
+kept ones out.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
-
-from .._validation import check_embeddings, check_labels
 
 
 def nearest_indices(size_in: int, size_out: int, device: torch.device | None = None) -> Tensor:
@@ -38,29 +38,6 @@ def resize_labels(labels: Tensor, size: tuple[int, int]) -> Tensor:
     rows = nearest_indices(labels.shape[-2], h, labels.device)
     cols = nearest_indices(labels.shape[-1], w, labels.device)
     return labels[..., rows[:, None], cols[None, :]].long()
-
-
-def dense_to_pixels(
-    embeddings: Tensor, labels: Tensor, ignore_index: int = 255
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Flatten dense embeddings and labels to the kept pixels.
-
-    Args:
-        embeddings: B x D x h x w.
-        labels: B x H x W integer labels (resized to h x w inside).
-        ignore_index: label of pixels to drop.
-
-    Returns:
-        ``(features N x D, labels N, keep B*h*w bool)`` where N is the number of pixels
-        whose label is not ``ignore_index``; ``keep`` indexes the flattened B*h*w grid.
-    """
-    check_embeddings(embeddings)
-    check_labels(labels, embeddings.shape[0])
-    b, d, h, w = embeddings.shape
-    flat_labels = resize_labels(labels, (h, w)).reshape(-1)
-    flat_feats = embeddings.permute(0, 2, 3, 1).reshape(b * h * w, d)
-    keep = flat_labels != ignore_index
-    return flat_feats[keep], flat_labels[keep], keep
 
 
 def zero_loss(reference: Tensor) -> Tensor:
