@@ -3,8 +3,8 @@
 import torch
 import torch.nn.functional as F
 
-from contraseg.losses import ImageLevelLoss, PixelContrastLoss, PPCLoss, PPDLoss, ProACLoss, WDASSContrastLoss
-from contraseg.prototypes import NearestPrototypeHead, WeakLabelPrototypeEstimator, hyperspherical_prototypes
+from contraseg.losses import ImageLevelLoss, PixelContrastLoss, PixelView, PPCLoss, PPDLoss, ProACLoss, WDASSContrastLoss
+from contraseg.prototypes import NearestPrototypeHead, WDASSPrototypeEstimator, hyperspherical_prototypes
 from contraseg.sampling import PixelMemoryBank
 
 torch.manual_seed(0)
@@ -28,12 +28,14 @@ ppc, ppd = PPCLoss()(flat, targets), PPDLoss()(flat, targets)
 
 presence = torch.zeros(2, K).scatter_(1, labels.flatten(1), 1.0)        # image-level weak labels
 image_level = ImageLevelLoss()(logits, presence)
-estimator = WeakLabelPrototypeEstimator(K, D)
+estimator = WDASSPrototypeEstimator(K, D)                               # WDASS's, as released
 estimator.update("source", embed, labels)
 estimator.update("target", embed, labels)
-src_protos, src_valid = estimator.get("source")                         # K x D, K bool
-tgt_protos, tgt_valid = estimator.get("target")
-wdass = WDASSContrastLoss()(embed, labels, embed, labels, src_protos, tgt_protos, src_valid, tgt_valid)
+src_protos, _ = estimator.get("source")                                 # K x D
+tgt_protos, _ = estimator.get("target")
+confidence, predictions = logits.softmax(1).max(1)
+view = PixelView(embed, labels, predictions, confidence)               # what the sampled anchors come from
+wdass = WDASSContrastLoss()(view, view, None, src_protos, tgt_protos, torch.Generator().manual_seed(0))
 
 for name, value in [("ProAC", proac), ("pixel contrast", contrast), ("pixel contrast + memory", with_memory),
                     ("ProtoSeg PPC", ppc), ("ProtoSeg PPD", ppd), ("WDASS image-level", image_level),

@@ -143,3 +143,83 @@ def test_weighted_and_masked_cross_entropy_match_loops():
     assert logits.grad is not None and torch.all(logits.grad == 0)
     with pytest.raises(ValueError, match=r"weights \(2, 6\) must have the shape of labels \(2, 6, 10\)"):
         weighted_cross_entropy(logits, labels, weights[:, :, 0])
+
+
+# ------------------------------------------------------------------ photometric augmentation of mixed images
+
+
+def _released_kernel_size(side: int) -> int:
+    import numpy as np
+
+    return int(np.floor(np.ceil(0.1 * side) - 0.5 + np.ceil(0.1 * side) % 2))
+
+
+def _gaussian_blur_loop(image: torch.Tensor, kernel: tuple[int, int], sigma: float) -> torch.Tensor:
+    """Separable Gaussian (taps exp(-d^2 / 2 sigma^2), normalised), reflected borders; kernel (ky, kx)."""
+    out = image.double().clone()
+    for axis, size in ((1, kernel[0]), (2, kernel[1])):
+        half = size // 2
+        taps = [math.exp(-(d * d) / (2 * sigma * sigma)) for d in range(-half, half + 1)]
+        total = sum(taps)
+        n = out.shape[axis]
+        blurred = torch.zeros_like(out)
+        for i in range(n):
+            for j, tap in enumerate(taps):
+                k = i + j - half
+                k = -k if k < 0 else (2 * (n - 1) - k if k >= n else k)  # reflect
+                blurred.select(axis, i).add_(out.select(axis, k) * tap / total)
+        out = blurred
+    return out
+
+
+def test_blur_kernel_size_is_the_released_one():
+    from contraseg.adapt.photometric import blur_kernel_size
+
+    for side in list(range(1, 60)) + [64, 128, 512, 1024, 2048]:
+        assert blur_kernel_size(side) == _released_kernel_size(side), side
+
+
+def test_mixed_image_blur_matches_a_gaussian_loop_and_jitter_keeps_images_valid():
+    from contraseg.adapt.photometric import MixPhotometric
+    from contraseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    torch.manual_seed(0)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    plain = torch.rand(2, 3, 30, 44)
+    images = (plain - mean) / std
+    blur_only = MixPhotometric(IMAGENET_MEAN, IMAGENET_STD, jitter_probability=0.0, blur_probability=1.0)
+    out = blur_only(images, torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)
+    torch.rand((), generator=g), torch.rand((), generator=g)  # the two per-step draws
+    sigmas = []
+    for i in range(2):
+        sigma = 0.15 + float(torch.rand((), generator=g))
+        ref = _gaussian_blur_loop(images[i], (3, 5), sigma)  # ceil(3.0) = 3, ceil(4.4) = 5
+        sigmas.append(sigma)
+        assert torch.allclose(out[i].double(), ref, atol=1e-5)
+    assert max(sigmas) > 0.8  # wide enough for the 5-tap axis to matter
+    assert torch.equal(MixPhotometric(IMAGENET_MEAN, IMAGENET_STD, 0.0, 0.25, 0.0)(images, g), images)
+    no_change = MixPhotometric(IMAGENET_MEAN, IMAGENET_STD, jitter_probability=1.0, strength=0.0, blur_probability=0.0)
+    assert torch.allclose(no_change(images, torch.Generator().manual_seed(1)), images, atol=1e-5)
+    jitter = MixPhotometric(IMAGENET_MEAN, IMAGENET_STD, jitter_probability=1.0, blur_probability=0.0)
+    first = jitter(images, torch.Generator().manual_seed(2))
+    again = jitter(images, torch.Generator().manual_seed(2))
+    restored = first * std + mean
+    assert torch.equal(first, again) and not torch.allclose(first, images, atol=1e-3)
+    assert restored.min() >= -1e-5 and restored.max() <= 1 + 1e-5
+    with pytest.raises(ValueError, match="strength must be in"):
+        MixPhotometric(IMAGENET_MEAN, IMAGENET_STD, strength=0.7)
+
+
+def test_mixed_image_augmentation_probabilities_are_the_released_ones():
+    from contraseg.adapt.photometric import MixPhotometric
+
+    aug = MixPhotometric((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    images = torch.zeros(1, 3, 20, 20)
+    calls = {"jitter": 0, "blur": 0}
+    aug.jitter = lambda x, g: calls.__setitem__("jitter", calls["jitter"] + 1) or x  # type: ignore[method-assign]
+    aug.blur = lambda x, g: calls.__setitem__("blur", calls["blur"] + 1) or x  # type: ignore[method-assign]
+    for seed in range(2000):
+        aug(images, torch.Generator().manual_seed(seed))
+    assert abs(calls["jitter"] / 2000 - 0.8) < 0.04 and abs(calls["blur"] / 2000 - 0.5) < 0.04

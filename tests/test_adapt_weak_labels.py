@@ -209,3 +209,126 @@ def test_read_image_labels_errors(tmp_path):
     bad.write_text("{")
     with pytest.raises(ValueError, match="bad.json: not a readable JSON file"):
         read_image_labels(bad)
+
+
+# ------------------------------------------------------------------ weak labels on the embedding grid
+
+
+def _downsample_loop(labels: torch.Tensor, size, ignore=255) -> torch.Tensor:
+    """Per cell: the majority class of its labelled pixels (ties: smallest id), cells = floor(y * h / H)."""
+    b, big_h, big_w = labels.shape
+    h, w = size
+    out = torch.full((b, h, w), ignore, dtype=torch.long)
+    for i in range(b):
+        votes: dict[tuple[int, int], dict[int, int]] = {}
+        for y in range(big_h):
+            for x in range(big_w):
+                value = int(labels[i, y, x])
+                if value == ignore:
+                    continue
+                cell = votes.setdefault((y * h // big_h, x * w // big_w), {})
+                cell[value] = cell.get(value, 0) + 1
+        for (cy, cx), cell in votes.items():
+            best = max(cell.values())
+            out[i, cy, cx] = min(c for c, n in cell.items() if n == best)
+    return out
+
+
+@pytest.mark.parametrize("size", [(3, 4), (5, 7), (24, 30), (6, 1)])
+def test_downsample_labels_keeps_every_labelled_cell_by_majority(size):
+    from contraseg.adapt.weak_labels import downsample_labels
+
+    rng = np.random.default_rng(3)
+    labels = torch.from_numpy(rng.integers(0, 4, (2, 24, 30)))
+    labels[torch.from_numpy(rng.random((2, 24, 30)) < 0.8)] = 255
+    labels[1, :12] = 255
+    out = downsample_labels(labels, size)
+    assert torch.equal(out, _downsample_loop(labels, size))
+    # A cell is labelled exactly when one of its pixels is.
+    rows = torch.arange(24) * size[0] // 24
+    cols = torch.arange(30) * size[1] // 30
+    covered = torch.zeros(2, *size, dtype=torch.bool)
+    for i, y, x in (labels != 255).nonzero().tolist():
+        covered[i, rows[y], cols[x]] = True
+    assert torch.equal(out != 255, covered)
+
+
+def test_downsample_labels_point_labels_survive_where_nearest_loses_them():
+    from contraseg._labels import resize_labels
+    from contraseg.adapt.weak_labels import downsample_labels
+
+    points = torch.full((1, 64, 128), 255)
+    points[0, 5, 9], points[0, 30, 77], points[0, 63, 127] = 1, 2, 3
+    grid = downsample_labels(points, (8, 16))
+    assert sorted(grid[grid != 255].tolist()) == [1, 2, 3]
+    assert grid[0, 0, 1] == 1 and grid[0, 3, 9] == 2 and grid[0, 7, 15] == 3
+    assert (resize_labels(points, (8, 16)) != 255).sum() == 0  # nearest keeps none of them
+    # Ties: two pixels each of classes 4 and 2 in one cell -> 2; majority otherwise.
+    tie = torch.full((1, 4, 4), 255)
+    tie[0, 0, 0], tie[0, 0, 1], tie[0, 1, 0], tie[0, 1, 1] = 4, 4, 2, 2
+    tie[0, 2, 2], tie[0, 2, 3], tie[0, 3, 3] = 1, 0, 1
+    assert downsample_labels(tie, (2, 2)).tolist() == [[[2, 255], [255, 1]]]
+    # Enlarged axes fall back to nearest; all-ignored stays ignored.
+    assert torch.equal(downsample_labels(tie, (8, 8)), resize_labels(tie, (8, 8)))
+    assert (downsample_labels(torch.full((2, 9, 9), 255), (3, 3)) == 255).all()
+    with pytest.raises(ValueError, match="labels must be an integer B x H x W tensor"):
+        downsample_labels(torch.zeros(4, 4), (2, 2))
+
+
+def test_crop_presence_masks_what_the_crop_cannot_tell():
+    from contraseg.adapt.weak_labels import crop_presence
+
+    weak = torch.full((2, 4, 4), 255)
+    weak[0, 0, 0], weak[1, 2, 2] = 1, 3
+    image_classes = torch.tensor([[False, True, True, False], [True, False, False, True]])
+    presence, known = crop_presence(weak, image_classes)
+    assert presence.tolist() == [[0, 1, 0, 0], [0, 0, 0, 1]]
+    # Known: labelled in the crop, or absent from the whole image; class 2 of image 0 and
+    # class 0 of image 1 are in the image but unlabelled in the crop: unknown.
+    assert known.tolist() == [[True, True, False, True], [False, True, True, True]]
+
+
+def test_image_level_loss_mask_leaves_unknown_classes_out():
+    from contraseg.losses import ImageLevelLoss
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+    presence = torch.tensor([[0, 1, 0, 0], [0, 0, 0, 1]], dtype=torch.float64)
+    mask = torch.tensor([[True, True, False, True], [False, True, True, True]])
+    each = ImageLevelLoss("none")(logits, presence)
+    value = ImageLevelLoss()(logits, presence, mask)
+    assert torch.allclose(value, each[mask].mean())
+    assert torch.allclose(ImageLevelLoss("sum")(logits, presence, mask), each[mask].sum())
+    assert torch.equal(ImageLevelLoss("none")(logits, presence, mask) == 0, ~mask)
+    nothing = ImageLevelLoss()(logits, presence, torch.zeros(2, 4, dtype=torch.bool))
+    nothing.backward()
+    assert nothing.item() == 0 and logits.grad is not None
+    with pytest.raises(ValueError, match=r"mask must be a bool B x K = \(2, 4\) tensor"):
+        ImageLevelLoss()(logits, presence, mask.float())
+
+
+def test_target_dataset_full_image_and_image_classes(tmp_path):
+    from contraseg.adapt.target_data import TargetDataset
+    from contraseg.adapt.weak_labels import make_weak_labels
+    from contraseg.data import TrainTransform, build_dataset
+    from contraseg.data.transforms import normalize
+
+    plain = build_dataset("synthetic-target", split="train", size=[32, 64], length=2)
+    make_weak_labels(plain, "coarse", tmp_path / "coarse", radius=1)
+    make_weak_labels(plain, "image", tmp_path / "image")
+    transform = TrainTransform(crop_size=(16, 24), scale_range=(1.0, 1.0), seed=0)
+    dense = build_dataset("synthetic-target", split="train", size=[32, 64], length=2, transform=transform,
+                          pseudo_label_dir=tmp_path / "coarse")
+    sample = TargetDataset(dense, "dense", image_classes=True)[1]
+    full_classes = np.unique(np.asarray(dense.pseudo_labels.load(dense.sample_name(1))))
+    assert sorted(torch.nonzero(sample["image_classes"]).flatten().tolist()) == [c for c in full_classes if c != 255]
+    images = build_dataset("synthetic-target", split="train", size=[32, 64], length=2, transform=transform)
+    labels = read_image_labels(tmp_path / "image")
+    sample = TargetDataset(images, "image", labels, full_image=True)[0]
+    assert sample["full_image"].shape == sample["image"].shape == (3, 16, 24)
+    raw = torch.from_numpy(np.ascontiguousarray(images.load_image(0))).permute(2, 0, 1)[None].float()
+    expected = normalize(torch.nn.functional.interpolate(raw, size=(16, 24), mode="bilinear",
+                                                         align_corners=False)[0].clamp(0, 255))
+    assert torch.allclose(sample["full_image"], expected)
+    with pytest.raises(ValueError, match="image_classes needs kind 'dense'"):
+        TargetDataset(images, "image", labels, image_classes=True)

@@ -47,8 +47,9 @@ def test_matches_formula_forward_and_gradient(label_size):
     ref = proac_reference(emb_ref, labels, protos.double(), 0.1)
     (grad_ref,) = torch.autograd.grad(ref, emb_ref)
     assert loss.dtype == torch.float64
-    assert torch.allclose(loss, ref, atol=1e-5, rtol=0)
-    assert torch.allclose(grad, grad_ref, atol=1e-5, rtol=0)
+    # float64 prototypes are stored and used in float64: no float32 rounding anywhere.
+    assert torch.allclose(loss, ref, atol=1e-10, rtol=0)
+    assert torch.allclose(grad, grad_ref, atol=1e-10, rtol=0)
 
 
 def test_pixel_anchor_ablation_matches_formula():
@@ -59,7 +60,7 @@ def test_pixel_anchor_ablation_matches_formula():
     emb_ref = emb.detach().clone().requires_grad_(True)
     ref = pixel_anchor_reference(emb_ref, labels, protos, 0.2)
     (grad_ref,) = torch.autograd.grad(ref, emb_ref)
-    assert torch.allclose(loss, ref, atol=1e-5) and torch.allclose(grad, grad_ref, atol=1e-5)
+    assert torch.allclose(loss, ref, atol=1e-10, rtol=0) and torch.allclose(grad, grad_ref, atol=1e-10, rtol=0)
 
 
 def test_gradcheck():
@@ -163,6 +164,20 @@ def test_autocast_bfloat16_matches_float32():
         assert emb.dtype == torch.bfloat16
         out = loss_fn(emb, labels)
     assert torch.isfinite(out) and abs(out.item() - ref.item()) < 1e-2
+
+
+def test_prototype_storage_keeps_the_given_precision():
+    p64 = torch.randn(4, 8, dtype=torch.float64)
+    assert ProACLoss(p64).prototypes.dtype == torch.float64
+    assert torch.equal(ProACLoss(p64).prototypes, p64 / p64.norm(dim=1, keepdim=True))
+    assert ProACLoss(p64.float()).prototypes.dtype == torch.float32
+    assert ProACLoss(p64.half()).prototypes.dtype == torch.float32  # never stored below float32
+    # float32 prototypes with float64 embeddings: computed in float64 from the stored values.
+    emb, labels = random_batch()
+    p32 = p64.float()
+    loss = ProACLoss(p32)(emb, labels)
+    ref = proac_reference(emb, labels, ProACLoss(p32).prototypes.double(), 0.1)
+    assert loss.dtype == torch.float64 and abs(loss.item() - ref.item()) < 1e-10
 
 
 def test_follows_module_device_and_dtype_moves():

@@ -115,7 +115,7 @@ def test_diversity_reports_collapse():
 
 
 def test_head_forward_is_nearest_prototype_and_assign_updates_only_in_training():
-    head = NearestPrototypeHead(4, 3, 8)
+    head = NearestPrototypeHead(4, 3, 8, feat_norm=False)  # the formula before feat_norm existed
     embed = F.normalize(torch.randn(2, 8, 5, 5), dim=1)
     out = head(embed)
     assert out["logits"].shape == (2, 4, 5, 5) and out["prototype_logits"].shape == (2, 12, 5, 5)
@@ -207,22 +207,23 @@ def test_dense_logits_equal_flat(loss_fn):
     assert torch.allclose(ga, gb, atol=1e-12)
 
 
-def test_assign_reuses_forward_logits_and_matches_flat_bank_assign():
-    head = NearestPrototypeHead(4, 3, 8).eval()
+@pytest.mark.parametrize("feat_norm", [True, False])
+def test_assign_reuses_forward_logits_and_matches_flat_bank_assign(feat_norm):
+    head = NearestPrototypeHead(4, 3, 8, feat_norm=feat_norm).eval()
     embed = F.normalize(torch.randn(2, 8, 5, 6), dim=1)
     labels = torch.randint(0, 4, (2, 5, 6))
     labels[0, :2] = 255
     out = head(embed)
     a = head.assign(embed, labels, out["logits"])
     b = head.assign(embed, labels, out["logits"], prototype_logits=out["prototype_logits"])
-    flat = embed.permute(0, 2, 3, 1).reshape(-1, 8)
+    flat = head.features(embed).transpose(1, 2).reshape(-1, 8)  # the bank sees the head's features
     c = head.bank.assign(flat, labels.flatten()).reshape(2, 5, 6)
     assert torch.equal(a, b) and torch.equal(a, c)
 
 
 def test_head_update_uses_correct_pixels_like_bank_update():
     torch.manual_seed(3)
-    head = NearestPrototypeHead(3, 2, 4, momentum=0.5).train()
+    head = NearestPrototypeHead(3, 2, 4, momentum=0.5, feat_norm=False).train()
     ref = PrototypeBank(3, 2, 4, momentum=0.5)
     ref.prototypes = head.bank.prototypes.clone()
     embed = F.normalize(torch.randn(2, 4, 3, 3), dim=1)
@@ -233,3 +234,203 @@ def test_head_update_uses_correct_pixels_like_bank_update():
     correct = logits.argmax(1).flatten() == labels.flatten()
     ref.update(flat, targets.flatten(), correct)
     assert torch.allclose(head.bank.prototypes, ref.prototypes, atol=1e-6)
+
+
+# ------------------------------------------------- the released ProtoSeg step, float64
+
+
+def layer_norm_reference(x, weight, bias, eps=1e-5):
+    """nn.LayerNorm over the last axis, by hand (biased variance, as PyTorch)."""
+    mean = x.mean(dim=-1, keepdim=True)
+    var = ((x - mean) ** 2).mean(dim=-1, keepdim=True)
+    return (x - mean) / torch.sqrt(var + eps) * weight + bias
+
+
+def released_protoseg_step(embed, labels, protos, feat_norm, mask_norm, gamma, ignore=255):
+    """HRNet_W48_Proto.forward + prototype_learning of tfzhou/ProtoSeg, in plain float64.
+
+    ``feat_norm`` is (weight, bias) or None (no LayerNorm); the update's assignment is the
+    argmax one-hot (the release's commented-out line; it samples it by gumbel_softmax).
+    Returns (logits B x K x h x w, prototype logits B x KM x h x w, targets B x h x w,
+    updated prototypes K x M x D).
+    """
+    b, d, h, w = embed.shape
+    k, m, _ = protos.shape
+    c = embed.permute(0, 2, 3, 1).reshape(-1, d)  # '(b h w) c'
+    if feat_norm is not None:
+        c = layer_norm_reference(c, *feat_norm)
+    c = c / c.norm(dim=1, keepdim=True)
+    p = protos / protos.norm(dim=-1, keepdim=True)
+    masks = torch.einsum("nd,kmd->nmk", c, p)
+    out_seg = layer_norm_reference(masks.amax(dim=1), *mask_norm)
+    gt = F.interpolate(labels[:, None].double(), size=(h, w), mode="nearest").reshape(-1).long()
+    correct = gt == out_seg.argmax(dim=1)
+    targets = gt.clone()
+    new = p.clone()
+    for cls in range(k):
+        rows = (gt == cls).nonzero().flatten()
+        if len(rows) == 0:
+            continue
+        _, idx = sinkhorn_reference(masks[rows, :, cls])
+        f = torch.zeros(m, d, dtype=c.dtype)
+        n = torch.zeros(m, dtype=c.dtype)
+        for r, j in zip(rows.tolist(), idx.tolist()):
+            if correct[r]:
+                f[j] += c[r]
+                n[j] += 1
+        for j in range(m):
+            if n[j] > 0:
+                new[cls, j] = gamma * p[cls, j] + (1 - gamma) * f[j] / f[j].norm()
+        targets[rows] = idx + m * cls
+    new = new / new.norm(dim=-1, keepdim=True)
+    logits = out_seg.reshape(b, h, w, k).permute(0, 3, 1, 2)
+    proto_logits = (c @ p.reshape(k * m, d).T).reshape(b, h, w, k * m).permute(0, 3, 1, 2)
+    return logits, proto_logits, targets.reshape(b, h, w), new
+
+
+def _random_affine(norm, gen):
+    with torch.no_grad():
+        norm.weight.copy_(1 + 0.5 * torch.randn(norm.weight.shape, generator=gen, dtype=torch.float64))
+        norm.bias.copy_(0.1 * torch.randn(norm.bias.shape, generator=gen, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("feat_norm", [True, False])
+def test_head_step_equals_released_protoseg_in_float64(feat_norm):
+    gen = torch.Generator().manual_seed(7)
+    k, m, d = 3, 4, 6
+    head = NearestPrototypeHead(k, m, d, momentum=0.7, feat_norm=feat_norm).double().train()
+    _random_affine(head.mask_norm, gen)
+    if feat_norm:
+        _random_affine(head.feat_norm, gen)
+    embed = F.normalize(torch.randn(2, d, 5, 6, generator=gen, dtype=torch.float64), dim=1).requires_grad_(True)
+    labels = torch.randint(0, k, (2, 10, 12), generator=gen)
+    labels[0, :3] = 255
+    protos_before = head.bank.prototypes.clone()
+    out = head(embed)
+    targets = head.assign(embed, labels, out["logits"], prototype_logits=out["prototype_logits"])
+
+    norm_params = (head.feat_norm.weight, head.feat_norm.bias) if feat_norm else None
+    ref_logits, ref_proto_logits, ref_targets, ref_protos = released_protoseg_step(
+        embed, labels, protos_before, norm_params, (head.mask_norm.weight, head.mask_norm.bias), 0.7
+    )
+    assert out["logits"].dtype == torch.float64 and head.bank.prototypes.dtype == torch.float64
+    assert torch.allclose(out["logits"], ref_logits, atol=1e-8, rtol=0)
+    assert torch.allclose(out["prototype_logits"], ref_proto_logits, atol=1e-8, rtol=0)
+    assert torch.equal(targets, ref_targets)
+    assert not torch.equal(head.bank.prototypes, protos_before)  # some pixels were correct
+    assert torch.allclose(head.bank.prototypes, ref_protos, atol=1e-8, rtol=0)
+    # gradient of the logits to the embeddings and to both LayerNorms' parameters
+    weights = torch.randn(ref_logits.shape, generator=gen, dtype=torch.float64)
+    params = [embed, head.mask_norm.weight] + ([head.feat_norm.weight, head.feat_norm.bias] if feat_norm else [])
+    grads = torch.autograd.grad((out["logits"] * weights).sum() + out["prototype_logits"].sum(), params)
+    grads_ref = torch.autograd.grad((ref_logits * weights).sum() + ref_proto_logits.sum(), params)
+    for g, g_ref in zip(grads, grads_ref):
+        assert torch.allclose(g, g_ref, atol=1e-8, rtol=0)
+
+
+def test_feat_norm_is_the_released_layernorm_and_switchable():
+    on, off = NearestPrototypeHead(4, 2, 8), NearestPrototypeHead(4, 2, 8, feat_norm=False)
+    assert isinstance(on.feat_norm, torch.nn.LayerNorm) and on.feat_norm.normalized_shape == (8,)
+    assert on.feat_norm.eps == 1e-5 and on.feat_norm.elementwise_affine and off.feat_norm is None
+    assert {n for n, _ in on.named_parameters()} == {"feat_norm.weight", "feat_norm.bias", "mask_norm.weight", "mask_norm.bias"}
+    off.load_state_dict({k: v for k, v in on.state_dict().items() if not k.startswith("feat_norm.")})
+    embed = F.normalize(torch.randn(2, 8, 3, 3), dim=1)
+    # LayerNorm changes the features: the two heads differ on the same prototypes
+    assert not torch.allclose(on(embed)["prototype_logits"], off(embed)["prototype_logits"])
+    with pytest.raises(ValueError, match="feat_norm must be a bool"):
+        NearestPrototypeHead(4, 2, 8, feat_norm="yes")
+    with pytest.raises(ValueError, match="embed has dimension 6 but prototypes has 8"):
+        on.assign(torch.randn(1, 6, 3, 3), torch.zeros(1, 3, 3, dtype=torch.long), torch.randn(1, 4, 3, 3))
+
+
+def test_state_dict_from_before_feat_norm_loads_or_says_how():
+    old = NearestPrototypeHead(3, 2, 8, feat_norm=False)  # what a checkpoint before the change holds
+    state = old.state_dict()
+    assert not any(k.startswith("feat_norm.") for k in state)
+    again = NearestPrototypeHead(3, 2, 8, feat_norm=False)
+    again.load_state_dict(state)
+    embed = torch.randn(1, 8, 3, 3)
+    assert torch.equal(again(embed)["logits"], old(embed)["logits"])
+    with pytest.raises(ValueError, match=r"no feat_norm weights .* feat_norm=False .*model.prototype_feat_norm: false"):
+        NearestPrototypeHead(3, 2, 8).load_state_dict(state)
+    with pytest.raises(ValueError, match=r"^prototype_head: the state dict has no feat_norm"):
+        torch.nn.ModuleDict({"prototype_head": NearestPrototypeHead(3, 2, 8)}).load_state_dict(
+            {f"prototype_head.{k}": v for k, v in state.items()})
+    with pytest.raises(ValueError, match="has feat_norm weights but the head was built with feat_norm=False"):
+        again.load_state_dict(NearestPrototypeHead(3, 2, 8).state_dict())
+
+
+def test_checkpoint_from_before_feat_norm_restores_as_it_was(tmp_path):
+    from contraseg.engine.checkpoint import save_checkpoint
+    from contraseg.engine.config import Config
+    from contraseg.engine.config_io import config_to_yaml
+    from contraseg.engine.restore import restore_model
+    from contraseg.models import build_segmentor
+    from contraseg.models.segmentor import upgrade_model_config
+
+    kwargs = dict(backbone="resnet18", head="mlp", num_classes=3, embed_dim=8, classifier="prototype", num_prototypes=2)
+    model = build_segmentor(**kwargs, prototype_feat_norm=False).eval()
+    assert model.config["prototype_feat_norm"] is False
+    # the model_config of a checkpoint written before the key existed
+    old_config = {k: v for k, v in model.config.items() if k != "prototype_feat_norm"}
+    assert upgrade_model_config(old_config) == model.config
+    assert upgrade_model_config({"classifier": "linear"}) == {"classifier": "linear"}
+    path = tmp_path / "old.pth"
+    save_checkpoint({"iteration": 1, "config": config_to_yaml(Config()), "model_config": old_config,
+                     "model": model.state_dict()}, path)
+    restored = restore_model(path).model
+    assert restored.prototype_head.feat_norm is None
+    images = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(restored(images)["logits"], model(images)["logits"])
+
+
+def test_prototype_feat_norm_config_key_reaches_the_head():
+    from contraseg.engine.build import segmentor_kwargs
+    from contraseg.engine.config import ConfigError, ModelConfig, config_from_dict
+
+    proto = ModelConfig(classifier="prototype")
+    assert proto.prototype_feat_norm is True and segmentor_kwargs(proto, 3)["prototype_feat_norm"] is True
+    assert "prototype_feat_norm" not in segmentor_kwargs(ModelConfig(), 3)
+    cfg = config_from_dict({"model": {"classifier": "prototype", "prototype_feat_norm": False}})
+    assert segmentor_kwargs(cfg.model, 3)["prototype_feat_norm"] is False
+    with pytest.raises(ConfigError, match="model.prototype_feat_norm"):
+        config_from_dict({"model": {"prototype_feat_norm": "maybe"}})
+
+
+def test_bank_update_in_float64_is_exact_to_float64_reference():
+    gen = torch.Generator().manual_seed(1)
+    bank = PrototypeBank(3, 2, 5, momentum=0.9).double()
+    before = bank.prototypes.clone()
+    before = before / before.norm(dim=-1, keepdim=True)  # float32-initialised: unit in float64 once renormalised
+    feats = torch.randn(40, 5, generator=gen, dtype=torch.float64)
+    targets = torch.randint(0, 6, (40,), generator=gen)
+    targets[:3] = 255
+    correct = torch.rand(40, generator=gen) > 0.3
+    bank.update(feats, targets, correct)
+    expected = before.reshape(6, 5).clone()
+    for j in range(6):
+        rows = [i for i in range(40) if targets[i] == j and correct[i]]
+        if rows:
+            total = sum(feats[i] / feats[i].norm() for i in rows)
+            moved = 0.9 * expected[j] + 0.1 * total / total.norm()
+            expected[j] = moved / moved.norm()
+    assert bank.prototypes.dtype == torch.float64
+    assert torch.allclose(bank.prototypes.reshape(6, 5), expected, atol=1e-14, rtol=0)  # float64 rounding only
+    # float32 storage, float64 features: averaged in float64, stored back in float32
+    bank32 = PrototypeBank(3, 2, 5, momentum=0.9)
+    bank32.update(feats, targets, correct)
+    assert bank32.prototypes.dtype == torch.float32
+    assert torch.allclose(bank32.prototypes.double(), bank.prototypes, atol=1e-7, rtol=0)
+
+
+def test_head_autocast_bfloat16_computes_in_float32():
+    head = NearestPrototypeHead(5, 2, 16)
+    conv = torch.nn.Conv2d(4, 16, 1)
+    x = torch.randn(2, 4, 6, 6)
+    ref = head(F.normalize(conv(x), dim=1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        embed = F.normalize(conv(x), dim=1)
+        out = head(embed)
+    assert embed.dtype == torch.bfloat16 and out["logits"].dtype == torch.float32
+    assert (out["logits"] - ref["logits"]).abs().max() < 5e-2

@@ -351,3 +351,36 @@ def test_figures_have_the_documented_sizes(tmp_path):
     assert figure_pixels(plot_curves(read_run_curves(tmp_path), dpi=50)) == (450, 450)
     with pytest.raises(ValueError, match="panel 'a': 4 coordinates but 3 labels"):
         EmbeddingPanel("a", np.zeros((4, 2)), np.zeros(3), np.zeros((1, 2)), np.zeros(1), "proac", "ProAC")
+
+
+def test_collected_protoseg_pixels_live_in_the_prototype_space():
+    """A ProtoSeg model's pixels are taken as normalize(LayerNorm_D(embed)), the space its
+    prototypes are compared in; a plain model's as its raw ``embed``."""
+    from torch import nn
+
+    from contraseg.prototypes import NearestPrototypeHead
+    from contraseg.viz import collect_pixel_sample
+
+    class Tiny(nn.Module):
+        def __init__(self, head=None):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 6, 1)
+            self.prototype_head = head
+
+        def forward(self, images):
+            return {"embed": self.conv(images)}
+
+    torch.manual_seed(0)
+    head = NearestPrototypeHead(3, num_prototypes=2, dim=6, feat_norm=True)
+    with torch.no_grad():
+        head.feat_norm.weight.uniform_(0.5, 2.0)
+        head.feat_norm.bias.uniform_(-1.0, 1.0)
+    plain, proto = Tiny().eval(), Tiny(head).eval()
+    proto.conv.load_state_dict(plain.conv.state_dict())
+    dataset = [{"image": torch.randn(3, 4, 5), "label": torch.randint(0, 3, (4, 5))} for _ in range(2)]
+    sample = collect_pixel_sample([plain, proto], dataset, num_pixels=30, num_images=2, ignore_index=255)
+    raw = sample.embeddings[0]
+    expected = F.normalize(F.layer_norm(raw.double(), (6,), head.feat_norm.weight.double(),
+                                        head.feat_norm.bias.double()), dim=1)
+    assert torch.allclose(sample.embeddings[1].double(), expected, atol=1e-5)
+    assert not torch.allclose(sample.embeddings[1], raw, atol=1e-2)

@@ -12,7 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from contraseg.losses import ImageLevelLoss, PrototypeContrastLoss, WDASSContrastLoss
+from contraseg.losses import ImageLevelLoss, PrototypeContrastLoss
+from contraseg.losses import WDASSSoftmaxContrastLoss
 from contraseg.prototypes import WeakLabelPrototypeEstimator
 from contraseg.prototypes import estimators as estimators_module
 
@@ -198,7 +199,7 @@ def test_prototype_contrast_bf16_embeddings() -> None:
 # ----------------------------------------------------------------------------- WDASS contrast
 
 
-def test_wdass_contrast_is_weighted_sum_of_parts_and_asymmetric() -> None:
+def test_wdass_softmax_contrast_is_weighted_sum_of_parts_and_asymmetric() -> None:
     torch.manual_seed(7)
     src = torch.randn(2, 6, 3, 3, requires_grad=True)
     tgt = torch.randn(2, 6, 3, 3, requires_grad=True)
@@ -208,7 +209,7 @@ def test_wdass_contrast_is_weighted_sum_of_parts_and_asymmetric() -> None:
     src_protos = torch.randn(4, 6, requires_grad=True)
     tgt_protos = torch.randn(4, 6, requires_grad=True)
     tgt_valid = torch.tensor([True, True, False, True])
-    loss_fn = WDASSContrastLoss(temperature=0.1, cross_weight=0.5, intra_weight=2.0)
+    loss_fn = WDASSSoftmaxContrastLoss(temperature=0.1, cross_weight=0.5, intra_weight=2.0)
     out = loss_fn(src, src_labels, tgt, tgt_labels, src_protos, tgt_protos, target_valid=tgt_valid)
     part = PrototypeContrastLoss(temperature=0.1)
     assert torch.allclose(out["cross"], part(src, src_labels, tgt_protos, tgt_valid))
@@ -222,14 +223,14 @@ def test_wdass_contrast_is_weighted_sum_of_parts_and_asymmetric() -> None:
     assert tgt.grad is None and tgt_protos.grad is None and src_protos.grad is None
 
 
-def test_wdass_contrast_errors() -> None:
-    loss_fn = WDASSContrastLoss()
+def test_wdass_softmax_contrast_errors() -> None:
+    loss_fn = WDASSSoftmaxContrastLoss()
     embed = torch.randn(1, 4, 2, 2)
     labels = torch.zeros(1, 2, 2, dtype=torch.long)
     with pytest.raises(ValueError, match=r"source_prototypes \(3, 4\) and target_prototypes \(2, 4\)"):
         loss_fn(embed, labels, embed, labels, torch.randn(3, 4), torch.randn(2, 4))
     with pytest.raises(ValueError, match="cross_weight"):
-        WDASSContrastLoss(cross_weight=-1.0)
+        WDASSSoftmaxContrastLoss(cross_weight=-1.0)
 
 
 # ----------------------------------------------------------------------------- estimator
@@ -480,3 +481,407 @@ def test_confidence_threshold_is_inclusive() -> None:
     protos, valid = est.estimate(embed, weak, pseudo, conf, threshold=0.75)
     assert valid.tolist() == [True, False]
     assert torch.allclose(protos[0], _unit(embed[0, :, 0, 0]))
+
+
+# ----------------------------------------------------------------------------- released contrast
+# References written from the released code (loss/contrast_loss*.py of anurag-198/WDASS):
+# plain loops over the sampled A x A pairs, float64.
+
+from contraseg.losses import PixelView, SampledPrototypeContrastLoss, WDASSContrastLoss  # noqa: E402
+from contraseg.losses.wdass_contrast import fill_unlabelled, sampled_prototype_contrast  # noqa: E402
+from contraseg.prototypes import WDASSPrototypeEstimator  # noqa: E402
+from contraseg.sampling import HardAnchorSampler, LoopAnchorSampler  # noqa: E402
+
+
+def _released_contrast_loop(anchors, labels, prototypes, domains=None, t=0.1, t_base=0.07):
+    """The released ``_contrastive``: contrast set = the prototypes of all A sampled anchors."""
+    a_num = anchors.shape[0]
+    feats = F.normalize(anchors, dim=1)
+    total = anchors.new_zeros(())
+    for i in range(a_num):
+        logits = [feats[i] @ prototypes[int(labels[j])] / t for j in range(a_num)]
+        negatives = sum(torch.exp(logits[j]) for j in range(a_num) if labels[j] != labels[i])
+        positive_sum, positive_count = anchors.new_zeros(()), 0
+        for j in range(a_num):
+            if labels[j] != labels[i] or (domains is not None and domains[j] == domains[i]):
+                continue
+            positive_sum = positive_sum + logits[j] - torch.log(torch.exp(logits[j]) + negatives)
+            positive_count += 1
+        # Released: mask.sum(1) + 1e-8 with a float32 mask (the 1e-8 vanishes once count >= 1).
+        count = (torch.tensor(float(positive_count), dtype=torch.float32) + 1e-8).item()
+        total = total - (t / t_base) * positive_sum / count
+    return total / a_num
+
+
+def _released_sampling_loop(labels, preds, probs, max_samples, max_views, threshold, ignore=IGNORE):
+    """The released ``_hard_anchor_sampling`` for inputs where the chosen set is unique
+    (every kept pair has exactly n_view hard + easy pixels). Returns (flat index, class, image) rows."""
+    b = labels.shape[0]
+    flat_l, flat_p, flat_q = labels.reshape(b, -1), preds.reshape(b, -1), probs.reshape(b, -1)
+    classes = []
+    for i in range(b):
+        present = [int(c) for c in torch.unique(flat_l[i]) if int(c) != ignore]
+        classes.append([c for c in present if int((flat_l[i] == c).sum()) > max_views])
+    total = sum(len(c) for c in classes)
+    if total == 0:
+        return []
+    n_view = min(max_samples // total, max_views)
+    rows = []
+    for i in range(b):
+        for c in classes[i]:
+            hard = [p for p in range(flat_l.shape[1]) if flat_l[i, p] == c and flat_p[i, p] != c]
+            easy = [p for p in range(flat_l.shape[1])
+                    if flat_l[i, p] == c and flat_p[i, p] == c and flat_q[i, p] > threshold]
+            if len(hard) >= n_view:
+                assert len(hard) == n_view, "test input must make the choice unique"
+                chosen = hard
+            elif len(hard) + len(easy) >= n_view:
+                assert len(hard) + len(easy) == n_view, "test input must make the choice unique"
+                chosen = hard + easy
+            else:
+                continue
+            rows.append(([i * flat_l.shape[1] + p for p in chosen], c, i))
+    return rows
+
+
+def _designed_batch(threshold=0.95):
+    """Two 8 x 8 images (0 = source, 1 = target) whose released anchor choice is unique.
+
+    Per (image, class): 9 pixels; kept pairs have 6 hard + easy pixels and 3 correct pixels
+    at exactly ``threshold`` (not easy: the released test is strict); image 0's class 3 has
+    only 4 usable pixels (dropped, but it counts in P); class 5 has 5 pixels (no candidate).
+    Class 0 is only in the source and class 4 only in the target: positive-less in the cross term.
+    """
+    specs = {0: [(0, 2), (1, 0), (2, 6), (3, 1), (5, None)], 1: [(1, 3), (2, 1), (4, 2)]}
+    labels = torch.full((2, 8, 8), IGNORE)
+    preds = torch.full((2, 8, 8), 5)
+    probs = torch.full((2, 8, 8), 0.5, dtype=torch.float64)
+    for image, pairs in specs.items():
+        pos = 0
+        for cls, hard in pairs:
+            flat_l, flat_p, flat_q = labels[image].view(-1), preds[image].view(-1), probs[image].view(-1)
+            if hard is None:  # 5 easy pixels, too few to be a candidate
+                flat_l[pos:pos + 5], flat_p[pos:pos + 5], flat_q[pos:pos + 5] = cls, cls, 0.99
+                pos += 5
+                continue
+            usable = 4 if cls == 3 else 6
+            for k in range(9):
+                flat_l[pos + k] = cls
+                if k < hard:
+                    flat_p[pos + k] = (cls + 1) % 6
+                    flat_q[pos + k] = 0.99
+                elif k < usable:
+                    flat_p[pos + k], flat_q[pos + k] = cls, 0.99
+                else:
+                    flat_p[pos + k], flat_q[pos + k] = cls, threshold
+            pos += 9
+    return labels, preds, probs
+
+
+def test_released_contrast_end_to_end_matches_released_loops() -> None:
+    torch.manual_seed(21)
+    labels, preds, probs = _designed_batch()
+    embed = torch.randn(2, 5, 8, 8, dtype=torch.float64, requires_grad=True)
+    protos = torch.randn(6, 5, dtype=torch.float64) * 0.7  # not normalised, as released
+    loss_fn = SampledPrototypeContrastLoss(max_samples=42, max_views=7, easy_threshold=0.95)
+    rows = _released_sampling_loop(labels, preds, probs, 42, 7, 0.95)
+    assert len(rows) == 6 and all(len(r[0]) == 6 for r in rows)  # n_view 6: the dropped pair counted in P
+    flat = embed.permute(0, 2, 3, 1).reshape(-1, 5)
+    index = [p for r in rows for p in r[0]]
+    anchor_labels = [r[1] for r in rows for _ in r[0]]
+    anchor_domains = [r[2] for r in rows for _ in r[0]]
+    for domains, ref_domains in ((None, None), (torch.tensor([0, 1]), anchor_domains)):
+        value = loss_fn(embed, labels, preds, probs, protos, domains)
+        ref = _released_contrast_loop(flat[index], anchor_labels, protos, ref_domains)
+        (grad,) = torch.autograd.grad(value, embed)
+        (ref_grad,) = torch.autograd.grad(ref, embed)
+        assert abs(value.item() - ref.item()) < 1e-8
+        assert torch.allclose(grad, ref_grad, atol=1e-8, rtol=0)
+    # Positive-less anchors (classes 0 and 4 in the cross term) add 0 but count in the mean.
+    cross = loss_fn(embed, labels, preds, probs, protos, torch.tensor([0, 1]))
+    per_anchor = sampled_prototype_contrast(F.normalize(flat[index], dim=1), torch.tensor(anchor_labels), protos,
+                                            0.1, 0.07, torch.tensor(anchor_domains))
+    lonely = torch.tensor([c in (0, 4) for c in anchor_labels])
+    assert lonely.sum() == 12 and (per_anchor[lonely] == 0).all() and (per_anchor[~lonely] != 0).all()
+    assert abs(cross.item() - per_anchor.sum().item() / len(index)) < 1e-12
+
+
+@pytest.mark.parametrize("cross", [False, True])
+def test_released_contrast_matches_loops_on_sampled_anchors(cross: bool) -> None:
+    torch.manual_seed(3 + cross)
+    b, d, h, w, k = 4, 6, 12, 12, 5
+    embed = torch.randn(b, d, h, w, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, k, (b, 3, 3)).repeat_interleave(4, 1).repeat_interleave(4, 2)
+    labels[:, :2] = IGNORE
+    logits = torch.randn(b, k, h, w, dtype=torch.float64) * 4
+    preds, probs = logits.argmax(1), logits.softmax(1).amax(1)
+    protos = torch.randn(k, d, dtype=torch.float64)
+    domains = torch.tensor([0, 0, 1, 1]) if cross else None
+    loss_fn = SampledPrototypeContrastLoss(max_samples=64, max_views=10, easy_threshold=0.6)
+    samples = loss_fn.sample(labels, preds, probs, torch.Generator().manual_seed(0))
+    assert samples.num_pairs > 2
+    value = loss_fn(embed, labels, preds, probs, protos, domains, torch.Generator().manual_seed(0))
+    flat = embed.permute(0, 2, 3, 1).reshape(-1, d)
+    anchor_labels = samples.anchor_labels().tolist()
+    anchor_domains = None if domains is None else domains[samples.image].repeat_interleave(samples.num_views).tolist()
+    ref = _released_contrast_loop(flat[samples.index.reshape(-1)], anchor_labels, protos, anchor_domains)
+    (grad,) = torch.autograd.grad(value, embed)
+    (ref_grad,) = torch.autograd.grad(ref, embed)
+    assert abs(value.item() - ref.item()) < 1e-8
+    assert torch.allclose(grad, ref_grad, atol=1e-8, rtol=0)
+
+
+def test_released_sampler_rules_vectorised_and_loop_agree() -> None:
+    torch.manual_seed(5)
+    labels = torch.randint(0, 4, (3, 2, 4)).repeat_interleave(5, 1).repeat_interleave(5, 2)
+    labels[0, :3] = IGNORE
+    preds = torch.where(torch.rand(labels.shape) < 0.3, torch.randint(0, 4, labels.shape), labels)
+    probs = torch.rand(labels.shape, dtype=torch.float64)
+    for cls in (HardAnchorSampler, LoopAnchorSampler):
+        sampler = cls(max_samples=40, max_views=8, quota="hard_first", easy_threshold=0.5)
+        samples = sampler(labels, preds, generator=torch.Generator().manual_seed(1), confidence=probs)
+        rows = {}
+        flat_l, flat_p, flat_q = labels.reshape(-1), preds.reshape(-1), probs.reshape(-1)
+        for row, cls_id, image in zip(samples.index, samples.labels, samples.image):
+            assert len(set(row.tolist())) == row.numel() and (row // 200 == image).all()
+            hard = (flat_p[row] != cls_id) & (flat_l[row] == cls_id)
+            easy = (flat_p[row] == cls_id) & (flat_l[row] == cls_id) & (flat_q[row] > 0.5)
+            assert (hard | easy).all()
+            in_pair = (labels[image].reshape(-1) == cls_id)
+            available = int((in_pair & (preds[image].reshape(-1) != cls_id)).sum())
+            assert int(hard.sum()) == min(available, samples.num_views)  # hard first
+            rows[(int(image), int(cls_id))] = row.numel()
+        # Kept pairs: > max_views label pixels and >= n_view hard + easy pixels.
+        pairs = [(i, c) for i in range(3) for c in range(4) if int((labels[i] == c).sum()) > 8]
+        n_view = min(40 // len(pairs), 8)
+        expected = set()
+        for i, c in pairs:
+            is_c = labels[i] == c
+            usable = int((is_c & ((preds[i] != c) | (probs[i] > 0.5))).sum())
+            if usable >= n_view:
+                expected.add((i, c))
+        assert set(rows) == expected and samples.num_views == n_view
+
+
+def test_released_contrast_edge_cases_give_zero_with_gradient() -> None:
+    embed = torch.randn(2, 4, 6, 6, requires_grad=True)
+    protos = torch.randn(3, 4)
+    preds = torch.zeros(2, 6, 6, dtype=torch.long)
+    probs = torch.ones(2, 6, 6)
+    loss_fn = SampledPrototypeContrastLoss(max_samples=16, max_views=4)
+    cases = {
+        "all ignored": torch.full((2, 6, 6), IGNORE),
+        "classes too small": torch.full((2, 6, 6), IGNORE).index_fill_(1, torch.tensor([0]), 1),
+    }
+    for name, labels in cases.items():
+        for domains in (None, torch.tensor([0, 1])):
+            value = loss_fn(embed, labels, preds, probs, protos, domains)
+            value.backward()
+            assert value.item() == 0 and embed.grad is not None and embed.grad.abs().sum() == 0, name
+            embed.grad = None
+    # More (image, class) pairs than max_samples: n_view = 0, nothing sampled (released: shape error).
+    many = torch.arange(36).reshape(1, 6, 6).repeat(2, 1, 1) % 3
+    tiny = SampledPrototypeContrastLoss(max_samples=5, max_views=1)
+    assert tiny(embed, many, preds, probs, protos).item() == 0
+    # No easy pixel above the threshold and no hard pixel: every pair dropped.
+    labels = torch.zeros(2, 6, 6, dtype=torch.long)
+    assert loss_fn(embed, labels, preds, torch.full((2, 6, 6), 0.95), protos).item() == 0
+    # The combined loss does not raise when nothing is sampled anywhere.
+    view = PixelView(embed, torch.full((2, 6, 6), IGNORE), preds, probs * 0)
+    out = WDASSContrastLoss()(view, view, None, protos, protos)
+    out["total"].backward()
+    assert all(v.item() == 0 for v in out.values()) and embed.grad is not None
+
+
+def test_wdass_released_contrast_is_the_released_composition() -> None:
+    torch.manual_seed(11)
+    b, d, h, w, k = 2, 6, 10, 10, 4
+    source = torch.randn(b, d, h, w, dtype=torch.float64, requires_grad=True)
+    target = torch.randn(b, d, h, w, dtype=torch.float64, requires_grad=True)
+    teacher = torch.randn(b, d, h, w, dtype=torch.float64)
+    src_labels = torch.randint(0, k, (b, 2, 2)).repeat_interleave(5, 1).repeat_interleave(5, 2)
+    weak = torch.full((b, h, w), IGNORE)
+    weak[:, ::3, ::3] = torch.randint(0, k, (b, 4, 4))
+
+    def view(embed, labels, seed):
+        g = torch.Generator().manual_seed(seed)
+        logits = torch.randn(b, k, h, w, generator=g, dtype=torch.float64) * 5
+        return PixelView(embed, labels, logits.argmax(1), logits.softmax(1).amax(1))
+
+    s_view, t_view, k_view = view(source, src_labels, 1), view(target, weak, 2), view(teacher, weak, 3)
+    k_view = k_view._replace(predictions=torch.where(k_view.confidence >= 0.95, k_view.predictions, IGNORE))
+    protos_s, protos_t = torch.randn(k, d, dtype=torch.float64), torch.randn(k, d, dtype=torch.float64)
+    loss_fn = WDASSContrastLoss(cross_weight=0.5, intra_weight=0.25, cross_threshold=0.9, intra_threshold=0.8)
+    out = loss_fn(s_view, t_view, k_view, protos_s, protos_t, torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    cross = loss_fn.cross(torch.cat([source, teacher]), torch.cat([src_labels, fill_unlabelled(weak, k_view[2])]),
+                          torch.cat([s_view[2], k_view[2]]), torch.cat([s_view[3], k_view[3]]), protos_t,
+                          torch.tensor([0, 0, 1, 1]), g)
+    intra_s = loss_fn.intra(source, fill_unlabelled(src_labels, s_view[2]), s_view[2], s_view[3], protos_s, None, g)
+    intra_t = loss_fn.intra(target, fill_unlabelled(weak, t_view[2]), t_view[2], t_view[3], protos_t, None, g)
+    assert torch.allclose(out["cross"], cross) and torch.allclose(out["intra_source"], intra_s)
+    assert torch.allclose(out["intra_target"], intra_t)
+    assert torch.allclose(out["total"], 0.5 * cross + 0.25 * (intra_s + intra_t))
+    assert out["cross"].item() > 0 and out["intra_target"].item() > 0
+    # Target anchors of the cross term are the teacher's: moving them changes the cross term.
+    moved = loss_fn(s_view, t_view, k_view._replace(embeddings=-teacher), protos_s, protos_t,
+                    torch.Generator().manual_seed(0))
+    assert not torch.allclose(moved["cross"], out["cross"])
+    out["cross"].backward()
+    assert source.grad.abs().sum() > 0 and target.grad is None
+
+
+def test_released_contrast_errors() -> None:
+    loss_fn = SampledPrototypeContrastLoss()
+    embed = torch.randn(2, 4, 3, 3)
+    labels = torch.zeros(2, 3, 3, dtype=torch.long)
+    probs = torch.ones(2, 3, 3)
+    with pytest.raises(ValueError, match=r"predictions must be B x h x w = \(2, 3, 3\)"):
+        loss_fn(embed, labels, labels[:, :2], probs, torch.randn(3, 4))
+    with pytest.raises(ValueError, match="confidence must be floating point"):
+        loss_fn(embed, labels, labels, labels, torch.randn(3, 4))
+    with pytest.raises(ValueError, match="prototypes must be a floating K x D tensor"):
+        loss_fn(embed, labels, labels, probs, torch.randn(3, 5))
+    with pytest.raises(ValueError, match=r"domains must be an integer tensor of shape \(2,\)"):
+        loss_fn(embed, labels, labels, probs, torch.randn(3, 4), torch.tensor([0, 1, 1]))
+    with pytest.raises(ValueError, match="labels contains 7"):
+        loss_fn(embed, labels + 7, labels, probs, torch.randn(3, 4))
+    with pytest.raises(ValueError, match="base_temperature must be a positive number"):
+        SampledPrototypeContrastLoss(base_temperature=0)
+    with pytest.raises(ValueError, match="quota must be one of"):
+        HardAnchorSampler(quota="half")
+    with pytest.raises(ValueError, match="confidence must be given exactly when"):
+        HardAnchorSampler(easy_threshold=0.9)(labels, labels)
+
+
+# ----------------------------------------------------------------------------- released estimator
+
+
+def _released_prototypes_loop(embed, grid, pseudo, conf, threshold, num_classes, previous, points=None):
+    """``utils/prototypes.py`` of the released code, per class and per pixel, float64.
+
+    grid: B x h x w labels on the embedding grid or None (image-level); pseudo / conf on the
+    grid or None; points: full-resolution point labels (released point mode) or None.
+    """
+    feats = F.normalize(embed, dim=1)
+    b, d, h, w = feats.shape
+    assigned = torch.full((b, h, w), IGNORE, dtype=torch.long)
+    for i in range(b):
+        for y in range(h):
+            for x in range(w):
+                if grid is not None and grid[i, y, x] != IGNORE:
+                    assigned[i, y, x] = grid[i, y, x]
+                elif pseudo is not None and conf[i, y, x] >= threshold:
+                    assigned[i, y, x] = pseudo[i, y, x]
+    gt = assigned if grid is None else grid
+    if points is not None:
+        gt = points
+        feats_big = F.interpolate(feats, size=points.shape[-2:], mode="bilinear", align_corners=False)
+    protos = previous.clone()
+    for cls in torch.unique(gt).tolist():
+        if cls == IGNORE:
+            continue
+        source = feats_big if points is not None else feats
+        members = [(i, y, x) for i in range(b) for y in range(gt.shape[1]) for x in range(gt.shape[2])
+                   if gt[i, y, x] == cls]
+        centre = sum(source[i, :, y, x] for i, y, x in members) / len(members)
+        pixels = [feats[i, :, y, x] for i in range(b) for y in range(h) for x in range(w) if assigned[i, y, x] == cls]
+        weights = [f @ centre for f in pixels]
+        total = sum(weights) if pixels else torch.zeros(())
+        if not pixels or total <= 0:
+            continue  # fixed: released overwrites with zeros / divides by a non-positive total
+        protos[cls] = sum(wt * f for wt, f in zip(weights, pixels)) / total
+    return protos
+
+
+def _estimator_batch(seed=4):
+    g = torch.Generator().manual_seed(seed)
+    embed = torch.randn(2, 5, 6, 6, generator=g, dtype=torch.float64)
+    embed[:, 0] += 1.5  # mostly positive similarities, as for trained embeddings
+    grid = torch.full((2, 6, 6), IGNORE)
+    grid[:, :3, :3] = torch.randint(0, 3, (2, 3, 3), generator=g)
+    pseudo = torch.randint(0, 5, (2, 6, 6), generator=g)
+    conf = torch.rand(2, 6, 6, generator=g, dtype=torch.float64)
+    return embed, grid, pseudo, conf
+
+
+@pytest.mark.parametrize("mode", ["source", "coarse", "image", "point"])
+def test_released_estimator_matches_released_loops(mode: str) -> None:
+    embed, grid, pseudo, conf = _estimator_batch()
+    est = WDASSPrototypeEstimator(5, 5, threshold=0.5).double()
+    previous = torch.randn(5, 5, dtype=torch.float64)
+    est.prototypes[1] = previous
+    points = None
+    if mode == "source":
+        args, ref_args = (grid, None, None), (grid, None, None)
+    elif mode == "coarse":
+        args, ref_args = (grid, pseudo, conf), (grid, pseudo, conf)
+    elif mode == "image":
+        args, ref_args = (None, pseudo, conf), (None, pseudo, conf)
+    else:
+        points = torch.full((2, 24, 24), IGNORE)
+        points[0, 2, 3], points[0, 13, 20], points[1, 5, 5], points[1, 22, 1] = 1, 2, 1, 4
+        grid_points = torch.full((2, 6, 6), IGNORE)
+        grid_points[0, 0, 0], grid_points[0, 3, 5], grid_points[1, 1, 1], grid_points[1, 5, 0] = 1, 2, 1, 4
+        args, ref_args = (grid_points, pseudo, conf), (grid_points, pseudo, conf)
+    updated = est.update("target", embed, *args, point_labels=points)
+    ref = _released_prototypes_loop(embed, *ref_args, 0.5, 5, previous, points)
+    protos, seen = est.get("target")
+    assert torch.allclose(protos, ref, atol=1e-10, rtol=0)
+    changed = (ref != previous).any(dim=1)
+    assert torch.equal(updated, changed) and torch.equal(seen, changed) and changed.any()
+    assert not torch.allclose(protos[changed].norm(dim=1), torch.ones(int(changed.sum()), dtype=torch.float64))  # not normalised
+
+
+def test_released_estimator_replaces_without_ema_and_keeps_unseen_classes() -> None:
+    embed, grid, pseudo, conf = _estimator_batch()
+    est = WDASSPrototypeEstimator(5, 5).double()
+    est.update("source", embed, grid)
+    first, seen = est.get("source")
+    assert seen.tolist() == [True, True, True, False, False] and (first[3:] == 0).all()
+    other = torch.randn_like(embed)
+    other[:, 0] += 1.5
+    est.update("source", other, grid)
+    second, _ = est.get("source")
+    fresh = WDASSPrototypeEstimator(5, 5).double()
+    fresh.update("source", other, grid)
+    assert torch.allclose(second, fresh.get("source")[0], atol=1e-12)  # no memory of the first batch
+    assert est.get("target")[1].sum() == 0
+
+
+def test_released_estimator_keeps_a_class_with_nonpositive_weight() -> None:
+    # Two pixels of class 0 in opposite directions plus a confident pseudo pixel against the centre.
+    embed = torch.zeros(1, 2, 1, 3, dtype=torch.float64)
+    embed[0, :, 0, 0] = torch.tensor([1.0, 0.1])
+    embed[0, :, 0, 1] = torch.tensor([1.0, -0.1])
+    embed[0, :, 0, 2] = torch.tensor([-1.0, 0.0])
+    grid = torch.tensor([[[0, 0, IGNORE]]])
+    pseudo = torch.zeros(1, 1, 3, dtype=torch.long)
+    est = WDASSPrototypeEstimator(2, 2, threshold=0.5).double()
+    est.prototypes[0, 0] = torch.tensor([0.3, 0.4], dtype=torch.float64)
+    # Weights: 0.995, 0.995, -0.995 on a centre near (1, 0); total positive -> updated.
+    assert est.update("source", embed, grid, pseudo, torch.ones(1, 1, 3, dtype=torch.float64))[0]
+    # With three pixels against the centre the total is negative: the old prototype stays.
+    est.prototypes[0, 0] = torch.tensor([0.3, 0.4], dtype=torch.float64)
+    embed2 = torch.cat([embed, embed[..., 2:].repeat(1, 1, 1, 2)], dim=3)
+    grid2 = torch.tensor([[[0, 0, IGNORE, IGNORE, IGNORE]]])
+    pseudo2 = torch.zeros(1, 1, 5, dtype=torch.long)
+    updated = est.update("source", embed2, grid2, pseudo2, torch.ones(1, 1, 5, dtype=torch.float64))
+    assert not updated[0] and est.prototypes[0, 0].tolist() == [0.3, 0.4]
+
+
+def test_released_estimator_errors() -> None:
+    est = WDASSPrototypeEstimator(3, 4)
+    embed = torch.randn(1, 4, 2, 2)
+    with pytest.raises(ValueError, match="needs labels, pseudo_labels or both"):
+        est.estimate(embed)
+    with pytest.raises(ValueError, match="pseudo_labels need their confidence"):
+        est.estimate(embed, None, torch.zeros(1, 2, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="labels contains 5"):
+        est.estimate(embed, torch.full((1, 2, 2), 5))
+    with pytest.raises(ValueError, match="embeddings has dimension 4 but the estimator has 3"):
+        WDASSPrototypeEstimator(3, 3).estimate(embed, torch.zeros(1, 2, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="unknown domain 'x'"):
+        est.get("x")
+    with pytest.raises(ValueError, match="threshold must be in"):
+        WDASSPrototypeEstimator(3, 4, threshold=2.0)

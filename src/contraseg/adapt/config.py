@@ -13,9 +13,10 @@ first of which picks ``best.pth``) plus one more top-level section::
       rounds: 1                      # self-training: train, re-label, train again ...
       pseudo_labels: {dir, checkpoint, threshold, class_percentile, mode, batch_size}
       teacher: {momentum, buffers, threshold}          # WDASS mean teacher
-      wdass: {weak_kind, weak_labels, mix, weak_weight, image_weight, contrast_weight,
-              cross_weight, intra_weight, temperature, prototype_momentum,
-              prototype_temperature, warmup_iters}
+      wdass: {weak_kind, weak_labels, mix, photometric, contrast, weak_weight, image_weight,
+              contrast_weight, cross_weight, intra_weight, temperature, base_temperature,
+              cross_samples, intra_samples, max_views, cross_threshold, intra_threshold,
+              prototype_threshold, prototype_momentum, prototype_temperature, warmup_iters}
 
 The engine keeps ``adapt`` as a plain mapping (``Config.adapt``; its ``Trainer`` refuses
 such configs, ``contraseg train`` says to use ``python -m contraseg.adapt``); this module
@@ -83,17 +84,39 @@ class WDASSConfig:
     (intra-source + intra-target) prototype contrast)); the ramp goes linearly from 0
     to 1 over ``warmup_iters``. Defaults are those of the official WDASS code: every
     weight 1, cross 0.5, intra 0.25, temperature 0.1.
+
+    ``contrast``: ``released`` (default) is the released code's prototype contrast and
+    prototype estimator (:class:`~contraseg.losses.WDASSContrastLoss`,
+    :class:`~contraseg.prototypes.WDASSPrototypeEstimator`): sampled anchors (at most
+    ``cross_samples`` / ``intra_samples`` anchors, ``max_views`` per (image, class),
+    easy pixels above ``cross_threshold`` / ``intra_threshold``), t / ``base_temperature``
+    scaling, prototypes from the weak labels and the teacher's pseudo labels of confidence
+    >= ``prototype_threshold`` with linear similarity weights, unnormalised, no moving
+    average. ``prototype-softmax`` is contraseg's earlier formulation
+    (:class:`~contraseg.losses.WDASSSoftmaxContrastLoss`, EMA prototypes of
+    :class:`~contraseg.prototypes.WeakLabelPrototypeEstimator` with ``prototype_momentum``
+    and ``prototype_temperature``; the sampling keys are unused). ``photometric``: colour
+    jitter and blur of the ClassMix images (:mod:`contraseg.adapt.photometric`).
     """
 
     weak_kind: Literal["image", "point", "coarse"] = "point"
     weak_labels: str | None = None
     mix: bool = True
+    photometric: bool = True
+    contrast: Literal["released", "prototype-softmax"] = "released"
     weak_weight: float = _opt(1.0, minimum=0.0)
     image_weight: float = _opt(1.0, minimum=0.0)
     contrast_weight: float = _opt(1.0, minimum=0.0)
     cross_weight: float = _opt(0.5, minimum=0.0)
     intra_weight: float = _opt(0.25, minimum=0.0)
     temperature: float = _opt(0.1, minimum=0.0, exclusive=True)
+    base_temperature: float = _opt(0.07, minimum=0.0, exclusive=True)
+    cross_samples: int = _opt(512, minimum=1)
+    intra_samples: int = _opt(256, minimum=1)
+    max_views: int = _opt(20, minimum=1)
+    cross_threshold: float = _opt(0.95, minimum=0.0)
+    intra_threshold: float = _opt(0.96, minimum=0.0)
+    prototype_threshold: float = _opt(0.95, minimum=0.0)
     prototype_momentum: float = _opt(0.99, minimum=0.0)
     prototype_temperature: float = _opt(0.1, minimum=0.05)
     warmup_iters: int = _opt(0, minimum=0)
@@ -140,6 +163,8 @@ def check_adapt_relations(cfg: Config, adapt: AdaptConfig) -> None:
     _check_at_most_one("adapt.pseudo_labels.threshold", adapt.pseudo_labels.threshold)
     _check_at_most_one("adapt.pseudo_labels.class_percentile", adapt.pseudo_labels.class_percentile)
     _check_at_most_one("adapt.teacher.threshold", adapt.teacher.threshold)
+    for key in ("cross_threshold", "intra_threshold", "prototype_threshold"):
+        _check_at_most_one(f"adapt.wdass.{key}", getattr(adapt.wdass, key))
     for key, value in (("adapt.teacher.momentum", adapt.teacher.momentum),
                        ("adapt.wdass.prototype_momentum", adapt.wdass.prototype_momentum)):
         if value >= 1:

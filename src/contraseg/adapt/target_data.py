@@ -12,7 +12,13 @@ only what the method is allowed to use:
 ``image``  ``{"image", "presence", "name"}``: ``presence`` K bool from ``image_labels.json``
 =========  =====================================================================
 
-The dataset's own full labels never leave the wrapper.
+The dataset's own full labels never leave the wrapper. Two extras, for WDASS's
+image-level loss on crops (:mod:`contraseg.adapt.wdass_trainer`):
+
+* ``image_classes=True`` (``dense``): ``"image_classes"`` K bool, the classes of the
+  sample's *uncropped* weak label;
+* ``full_image=True``: ``"full_image"``, the whole (uncropped, unflipped, unjittered)
+  image resized to the crop's size and normalised like the crop.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from .weak_labels import presence_vector
@@ -35,19 +44,26 @@ class TargetDataset(Dataset):
             built with ``pseudo_label_dir`` (its ``label`` is then the folder's label).
         kind: ``none``, ``dense`` or ``image``.
         image_labels: ``{name: [class ids]}`` for ``image``.
+        image_classes: add ``"image_classes"`` (``dense`` only; see the module docstring).
+        full_image: add ``"full_image"`` (see the module docstring).
     """
 
-    def __init__(self, dataset: Any, kind: str, image_labels: dict[str, list[int]] | None = None) -> None:
+    def __init__(self, dataset: Any, kind: str, image_labels: dict[str, list[int]] | None = None,
+                 image_classes: bool = False, full_image: bool = False) -> None:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         if kind == "dense" and getattr(dataset, "pseudo_labels", None) is None:
             raise ValueError("kind 'dense' needs a dataset built with pseudo_label_dir (the label folder)")
         if kind == "image" and image_labels is None:
             raise ValueError("kind 'image' needs image_labels ({name: [class ids]})")
+        if image_classes and kind != "dense":
+            raise ValueError(f"image_classes needs kind 'dense' (a label folder), got {kind!r}")
         self.dataset = dataset
         self.kind = kind
         self.image_labels = image_labels
         self.info = dataset.info
+        self.image_classes = bool(image_classes)
+        self.full_image = bool(full_image)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -60,7 +76,25 @@ class TargetDataset(Dataset):
         elif self.kind == "image":
             assert self.image_labels is not None
             out["presence"] = presence_vector(self.image_labels[sample["name"]], len(self.info.classes))
+        if self.image_classes:
+            full = self.dataset.pseudo_labels.load(sample["name"])
+            classes = [int(c) for c in np.unique(full) if c != self.info.ignore_index]
+            out["image_classes"] = presence_vector(classes, len(self.info.classes))
+        if self.full_image:
+            out["full_image"] = self._full_image(index, tuple(sample["image"].shape[-2:]))
         return out
+
+    def _full_image(self, index: int, size: tuple[int, int]) -> torch.Tensor:
+        """The uncropped image, resized to ``size`` and normalised with the transform's statistics."""
+        from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
+
+        raw = np.ascontiguousarray(self.dataset.load_image(index % len(self.dataset)))
+        image = torch.from_numpy(raw).permute(2, 0, 1)[None].float()
+        image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)[0].clamp(0, 255)
+        transform = getattr(self.dataset, "transform", None)
+        mean = getattr(transform, "mean", IMAGENET_MEAN)
+        std = getattr(transform, "std", IMAGENET_STD)
+        return normalize(image, mean, std)
 
 
 def _sample_names(dataset: Any) -> list[str]:

@@ -20,6 +20,10 @@ so a sample's weak label does not depend on the order of the samples or on the o
 samples. Files: ``<name>.png`` per sample (the pseudo-label naming, so a dataset built
 with ``pseudo_label_dir=`` returns them as its label) for point / coarse, one
 ``image_labels.json`` ({name: [class ids]}) for image, and ``summary.json``.
+
+In training (:mod:`contraseg.adapt.wdass_trainer`): :func:`downsample_labels` brings weak
+labels to the embedding grid without losing points, :func:`crop_presence` gives the
+image-level targets a crop's point / coarse labels can vouch for.
 """
 
 from __future__ import annotations
@@ -233,3 +237,76 @@ def presence_from_labels(labels: Tensor, num_classes: int, ignore_index: int = 2
     presence = torch.zeros(b, num_classes + 1, dtype=torch.bool, device=labels.device)
     presence.scatter_(1, index, True)
     return presence[:, :num_classes]
+
+
+def downsample_labels(labels: Tensor, size: tuple[int, int], ignore_index: int = 255) -> Tensor:
+    """Sparse-label downsampling: B x H x W weak labels to the B x h x w embedding grid.
+
+    Output cell (i, j) covers the input rows ``floor(y * h / H) == i`` and columns
+    ``floor(x * w / W) == j`` (a partition of the input, so every pixel belongs to one
+    cell; the cell's first pixel is the one nearest-neighbour resizing would pick). A cell
+    is labelled wherever *any* of its pixels is labelled, with the majority class of its
+    labelled pixels; ties go to the smallest class id. Unlabelled cells are
+    ``ignore_index``.
+
+    Nearest-neighbour resizing keeps one pixel in (H / h) x (W / w): a single-pixel point
+    label survives the 1/8 grid with probability 1/64 (the released WDASS code loses most
+    of its points this way); here every point survives. An axis that is enlarged
+    (h > H) is resized by nearest neighbour.
+
+    Args:
+        labels: B x H x W integer labels (classes >= 0; ``ignore_index`` unlabelled).
+        size: (h, w).
+
+    Returns:
+        B x h x w long.
+    """
+    from .._labels import resize_labels
+
+    if not isinstance(labels, Tensor) or labels.dim() != 3 or labels.is_floating_point():
+        raise ValueError(f"labels must be an integer B x H x W tensor, got "
+                         f"{tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__}")
+    h, w = (int(v) for v in size)
+    if h < 1 or w < 1:
+        raise ValueError(f"size must be two positive ints, got {tuple(size)}")
+    b, big_h, big_w = labels.shape
+    if h > big_h or w > big_w:  # enlarged axis: reduce the other one, then nearest (one pixel per cell)
+        return resize_labels(downsample_labels(labels, (min(h, big_h), min(w, big_w)), ignore_index), (h, w))
+    labels = labels.long()
+    labelled = labels != ignore_index
+    out = torch.full((b, h, w), ignore_index, dtype=torch.long, device=labels.device)
+    if not bool(labelled.any()):
+        return out
+    image, rows, cols = labelled.nonzero(as_tuple=True)
+    classes = labels[image, rows, cols]
+    if int(classes.min()) < 0:
+        raise ValueError(f"labels must be >= 0 or ignore_index={ignore_index}, got {int(classes.min())}")
+    num_classes = int(classes.max()) + 1
+    cell = (image * h + rows * h // big_h) * w + cols * w // big_w
+    votes = torch.bincount(cell * num_classes + classes, minlength=b * h * w * num_classes)
+    votes = votes.reshape(b * h * w, num_classes)
+    winner = votes.argmax(dim=1)  # the first maximum: the smallest class id on ties
+    has_label = votes.sum(dim=1) > 0
+    out.view(-1)[has_label] = winner[has_label]
+    return out
+
+
+def crop_presence(weak_labels: Tensor, image_classes: Tensor, ignore_index: int = 255) -> tuple[Tensor, Tensor]:
+    """Image-level targets of a *crop* from its point / coarse labels, with the unknowns masked.
+
+    A class with a labelled pixel in the crop is present (1). A class absent from the whole
+    image (``image_classes``: the classes of the image's full weak label) is absent from
+    the crop (0). A class of the image without a labelled pixel in the crop may or may not
+    be in the crop: it is left out of the loss (mask False).
+
+    Args:
+        weak_labels: B x H x W cropped weak labels.
+        image_classes: B x K bool, the classes of each uncropped image's weak label.
+
+    Returns:
+        ``(presence B x K float, mask B x K bool)``.
+    """
+    num_classes = image_classes.shape[1]
+    in_crop = presence_from_labels(weak_labels, num_classes, ignore_index).to(image_classes.device)
+    known = in_crop | ~image_classes.bool()
+    return in_crop.float(), known

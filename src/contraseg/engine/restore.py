@@ -40,13 +40,16 @@ def restore_model(path: str | Path, device: torch.device | str = "cpu") -> Resto
         CheckpointError: one line naming the file when it is not a usable checkpoint
             (unreadable, no stored config, weights that do not fit the model).
     """
+    from ..models.segmentor import upgrade_model_config
+
     state = load_checkpoint(path, map_location="cpu")
     try:
         config = config_from_yaml(state["config"])
     except ConfigError as err:
         raise CheckpointError(f"{path}: stored config is invalid ({err})") from None
     try:
-        kwargs = {**state["model_config"], "pretrained": None}  # the checkpoint holds every weight
+        # the checkpoint holds every weight; a model saved by an older contraseg is rebuilt as it was
+        kwargs = {**upgrade_model_config(state["model_config"]), "pretrained": None}
         model = build_model(kwargs)
         model.load_state_dict(state["model"])
     except (RuntimeError, ValueError, TypeError) as err:

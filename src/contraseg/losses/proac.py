@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._validation import check_dim, check_embeddings, check_label_range, check_labels
-from ._pixels import resize_labels, zero_loss
+from .._labels import resize_labels
+from ._pixels import zero_loss
 from ._similarity import normalised_similarity
 
 # Similarities of positives are replaced by (-1/t - _GAP) when the negatives' log-sum-exp
@@ -40,8 +41,10 @@ class ProACLoss(nn.Module):
     """Prototype-anchor contrast loss (ProAC).
 
     Args:
-        prototypes: K x D class prototypes (normalised inside; kept as a buffer and
-            never updated; follows the embeddings' device).
+        prototypes: K x D class prototypes (normalised inside; kept as a buffer in their
+            own precision, at least float32, and never updated; cast to the embeddings'
+            device and compute dtype at use, so float64 embeddings with float64
+            prototypes are float64 throughout).
         temperature: t in ``s = p . f / t``; the paper uses 0.1.
         ignore_index: label of pixels to leave out.
         anchor: ``"prototype"`` (the method) or ``"pixel"`` (the ablation).
@@ -72,7 +75,8 @@ class ProACLoss(nn.Module):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if anchor not in ("prototype", "pixel"):
             raise ValueError(f"anchor must be 'prototype' or 'pixel', got {anchor!r}")
-        self.register_buffer("prototypes", F.normalize(prototypes.detach().float(), dim=1))
+        storage = torch.promote_types(prototypes.dtype, torch.float32) if prototypes.is_floating_point() else torch.float32
+        self.register_buffer("prototypes", F.normalize(prototypes.detach().to(storage), dim=1))
         self.temperature = float(temperature)
         self.ignore_index = int(ignore_index)
         self.anchor = anchor
@@ -109,7 +113,9 @@ class ProACLoss(nn.Module):
         per-pixel norm is folded into the small B x K x n result instead, with a
         closed-form gradient (:func:`normalised_similarity`).
         """
-        protos = self.prototypes.to(device=feats.device, dtype=feats.dtype)
+        # Renormalised in the compute dtype (a K x D op): a float32 buffer used in float64
+        # is then unit to float64 precision, not just to float32's.
+        protos = F.normalize(self.prototypes.to(device=feats.device, dtype=feats.dtype), dim=1)
         return normalised_similarity(feats, protos, self.temperature)
 
     def _prototype_anchor(self, sims: Tensor, targets: Tensor, keep: Tensor) -> Tensor:

@@ -1,10 +1,16 @@
-"""WDASS losses: image-level weak-label loss and pixel-to-prototype contrast.
+"""WDASS losses: image-level weak-label loss and the prototype-softmax contrast variant.
 
 Das, Xian, Dai and Schiele, "Weakly-Supervised Domain Adaptive Semantic Segmentation
 with Prototypical Contrastive Learning", CVPR 2023.
 
-Weak target labels (image, point or coarse) build target prototypes (see
-:class:`contraseg.prototypes.WeakLabelPrototypeEstimator`). Two alignments use them:
+The prototype contrast of the released WDASS code (sampled anchors, negatives counted
+with the multiplicity of the sampled set, t / t_base scaling, cross-domain positives)
+is :class:`contraseg.losses.WDASSContrastLoss` in :mod:`contraseg.losses.wdass_contrast`,
+the default of the WDASS pipeline. This module keeps contraseg's earlier formulation, the
+``prototype-softmax`` variant (``adapt.wdass.contrast: prototype-softmax``): every labelled
+pixel is contrasted once against all class prototypes (a softmax over prototypes),
+with the EMA prototypes of :class:`contraseg.prototypes.WeakLabelPrototypeEstimator`.
+The two coincide only with one anchor per class. Two alignments:
 
 - cross-domain, asymmetric: source pixels are pulled to the *target* prototype of
   their class; the prototypes are fixed targets, so the target features are not
@@ -31,7 +37,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._validation import check_embeddings, check_label_range, check_labels
-from ._pixels import resize_labels, zero_loss
+from .._labels import resize_labels
+from ._pixels import zero_loss
 from ._similarity import normalised_similarity
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -63,7 +70,11 @@ class ImageLevelLoss(nn.Module):
         reduction: ``"mean"`` (over B*K), ``"sum"`` or ``"none"`` (B x K).
 
     Shapes:
-        logits: B x K x H x W floating; presence: B x K multi-hot (bool or float in [0, 1]).
+        logits: B x K x H x W floating; presence: B x K multi-hot (bool or float in [0, 1]);
+        mask: optional B x K bool, the entries whose presence is known (the others are
+        left out: ``"mean"`` averages over the kept entries, ``"none"`` gives 0 elsewhere;
+        nothing kept gives ``0 * logits.sum()``). The WDASS trainer masks the classes of a
+        crop that its point / coarse labels cannot tell present or absent.
     """
 
     def __init__(self, reduction: str = "mean") -> None:
@@ -72,13 +83,24 @@ class ImageLevelLoss(nn.Module):
             raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
         self.reduction = reduction
 
-    def forward(self, logits: Tensor, presence: Tensor) -> Tensor:
+    def forward(self, logits: Tensor, presence: Tensor, mask: Tensor | None = None) -> Tensor:
         """Return the loss (a scalar, or B x K for ``reduction="none"``)."""
         pooled = pooled_logits(logits)
         target = _check_presence(presence, tuple(pooled.shape))
-        return F.binary_cross_entropy_with_logits(
-            pooled, target.to(pooled.dtype), reduction=self.reduction
-        )
+        if mask is None:
+            return F.binary_cross_entropy_with_logits(
+                pooled, target.to(pooled.dtype), reduction=self.reduction
+            )
+        if not isinstance(mask, Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != tuple(pooled.shape):
+            shape = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+            raise ValueError(f"mask must be a bool B x K = {tuple(pooled.shape)} tensor, got {shape}")
+        mask = mask.to(pooled.device)
+        each = F.binary_cross_entropy_with_logits(pooled, target.to(pooled.dtype), reduction="none") * mask
+        if self.reduction == "none":
+            return each
+        if not bool(mask.any()):
+            return zero_loss(logits)
+        return each.sum() if self.reduction == "sum" else each.sum() / mask.sum()
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}"
@@ -197,8 +219,12 @@ def _check_valid(valid: Tensor | None, num_classes: int, device: torch.device) -
     return valid.to(device)
 
 
-class WDASSContrastLoss(nn.Module):
-    """Cross-domain (asymmetric) plus intra-domain prototype contrast of WDASS.
+class WDASSSoftmaxContrastLoss(nn.Module):
+    """Cross-domain (asymmetric) plus intra-domain prototype contrast, prototype-softmax variant.
+
+    Not the released formula (that is :class:`contraseg.losses.WDASSContrastLoss`): every
+    kept pixel is contrasted once against the prototypes of all classes, source anchors
+    only in the cross term.
 
     ::
 

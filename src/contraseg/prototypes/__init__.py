@@ -15,6 +15,7 @@ _EXPORTS = {
     "PrototypeBank": "bank",
     "NearestPrototypeHead": "head",
     "WeakLabelPrototypeEstimator": "estimators",
+    "WDASSPrototypeEstimator": "wdass_estimator",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -40,7 +40,9 @@ class PrototypeBank(nn.Module):
         seed: seeds the random initial prototypes.
 
     Buffers:
-        prototypes: K x M x D unit vectors.
+        prototypes: K x M x D unit vectors, in the module's dtype (float32 unless moved
+            with ``.double()`` / ``.to``). Every use casts them to the compute dtype (the
+            features' dtype, at least float32) and renormalises them there.
     """
 
     def __init__(
@@ -87,8 +89,9 @@ class PrototypeBank(nn.Module):
     def similarities(self, features: Tensor) -> Tensor:
         """Cosine of N x D features to every prototype: N x K x M."""
         check_dim(features.shape[-1], self.dim, "features", "prototypes")
-        protos = self.prototypes.to(dtype=features.dtype)
-        return torch.einsum("nd,kmd->nkm", F.normalize(features, dim=-1), protos)
+        dtype = torch.promote_types(features.dtype, torch.float32)
+        protos = F.normalize(self.prototypes.to(device=features.device, dtype=dtype), dim=-1)
+        return torch.einsum("nd,kmd->nkm", F.normalize(features.to(dtype), dim=-1), protos)
 
     @torch.no_grad()
     def assign(self, features: Tensor, labels: Tensor, similarities: Tensor | None = None) -> Tensor:
@@ -140,23 +143,30 @@ class PrototypeBank(nn.Module):
 
         Sums and counts are all-reduced under torch.distributed, so all ranks keep
         identical prototypes.
+
+        Computed in the widest of the features' dtype, the prototypes' dtype and float32
+        (a float64 run is float64 throughout; half features are averaged in float32);
+        the result is stored back in the prototypes' own dtype.
         """
         k, m, d = self.prototypes.shape
+        dtype = torch.promote_types(torch.promote_types(features.dtype, self.prototypes.dtype), torch.float32)
         use = (targets != self.ignore_index) & correct
-        feats = F.normalize(features[use].float(), dim=-1)
+        feats = F.normalize(features[use].to(dtype), dim=-1)
         idx = targets[use]
-        sums = torch.zeros(k * m, d, device=feats.device, dtype=torch.float32).index_add_(0, idx, feats)
-        counts = torch.bincount(idx, minlength=k * m).float()
+        sums = torch.zeros(k * m, d, device=feats.device, dtype=dtype).index_add_(0, idx, feats)
+        counts = torch.bincount(idx, minlength=k * m).to(dtype)
         all_reduce_sum(sums)
         all_reduce_sum(counts)
         has = counts > 0
         if not bool(has.any()):
             return
         # A new tensor, not an in-place write: this step's forward graph saved the old one.
-        flat = self.prototypes.reshape(k * m, d).clone()
-        mean_dir = F.normalize(sums[has], dim=-1).to(flat.dtype)
+        # Renormalised in the compute dtype first, as the released forward does every step
+        # (a float32 bank used in float64 is then unit to float64 precision).
+        flat = F.normalize(self.prototypes.reshape(k * m, d).to(dtype), dim=-1)
+        mean_dir = F.normalize(sums[has], dim=-1)
         flat[has] = F.normalize(self.momentum * flat[has] + (1.0 - self.momentum) * mean_dir, dim=-1)
-        self.prototypes = flat.view(k, m, d)
+        self.prototypes = flat.view(k, m, d).to(self.prototypes.dtype)
 
     def diversity(self) -> Tensor:
         """Mean pairwise cosine among each class's M prototypes: K values.

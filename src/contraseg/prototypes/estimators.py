@@ -1,4 +1,9 @@
-"""Class prototypes from weak labels: the "learning better prototypes" step of WDASS.
+"""Class prototypes from weak labels: contraseg's softmax / EMA variant of WDASS's estimator.
+
+The estimator of the released WDASS code (linear similarity weights, unnormalised
+prototypes, no moving average) is :class:`contraseg.prototypes.WDASSPrototypeEstimator`
+(:mod:`contraseg.prototypes.wdass_estimator`), the default of the WDASS pipeline; this
+one is used by its ``prototype-softmax`` variant.
 
 Das, Xian, Dai and Schiele, "Weakly-Supervised Domain Adaptive Semantic Segmentation
 with Prototypical Contrastive Learning", CVPR 2023.
@@ -31,17 +36,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from .._validation import check_dim, check_embeddings, check_label_range, check_labels
 from ..distributed import all_reduce_sum
-from ..losses._pixels import resize_labels
+from .domain_prototypes import _NONE, DomainPrototypes, _class_sums
 
 MIN_TEMPERATURE = 0.05
-_NONE = -1  # "no class" in the flat assignment vectors
 
 
-class WeakLabelPrototypeEstimator(nn.Module):
+class WeakLabelPrototypeEstimator(DomainPrototypes):
     """Per-domain class prototypes estimated from weak labels, kept as an EMA.
 
     Args:
@@ -65,9 +68,6 @@ class WeakLabelPrototypeEstimator(nn.Module):
         >>> protos, valid = est.get("target")   # 3 x 8, valid = [False, True, False]
     """
 
-    prototypes: Tensor
-    initialised: Tensor
-
     def __init__(
         self,
         num_classes: int,
@@ -77,13 +77,7 @@ class WeakLabelPrototypeEstimator(nn.Module):
         temperature: float = 0.1,
         ignore_index: int = 255,
     ) -> None:
-        super().__init__()
-        for name, value in (("num_classes", num_classes), ("dim", dim)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        domains = tuple(domains)
-        if not domains or len(set(domains)) != len(domains) or not all(isinstance(d, str) for d in domains):
-            raise ValueError(f"domains must be distinct strings, got {domains!r}")
+        super().__init__(num_classes, dim, domains, ignore_index)
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
         if not temperature >= MIN_TEMPERATURE:
@@ -91,14 +85,8 @@ class WeakLabelPrototypeEstimator(nn.Module):
                 f"temperature must be >= {MIN_TEMPERATURE} so exp(cosine / t) stays in float32 range, "
                 f"got {temperature!r}"
             )
-        self.num_classes = num_classes
-        self.dim = dim
-        self.domains = domains
         self.momentum = float(momentum)
         self.temperature = float(temperature)
-        self.ignore_index = int(ignore_index)
-        self.register_buffer("prototypes", torch.zeros(len(domains), num_classes, dim))
-        self.register_buffer("initialised", torch.zeros(len(domains), num_classes, dtype=torch.bool))
 
     # ------------------------------------------------------------------ estimates
 
@@ -208,23 +196,10 @@ class WeakLabelPrototypeEstimator(nn.Module):
         )
         self._blend(index, new, valid)
 
-    def get(self, domain: str) -> tuple[Tensor, Tensor]:
-        """``(prototypes K x D, valid K bool)`` of ``domain`` (copies, no gradient)."""
-        index = self._domain_index(domain)
-        return self.prototypes[index].detach().clone(), self.initialised[index].clone()
-
     def extra_repr(self) -> str:
-        return (
-            f"num_classes={self.num_classes}, dim={self.dim}, domains={self.domains}, "
-            f"momentum={self.momentum}, temperature={self.temperature}"
-        )
+        return f"{super().extra_repr()}, momentum={self.momentum}, temperature={self.temperature}"
 
     # ------------------------------------------------------------------ internals
-
-    def _domain_index(self, domain: str) -> int:
-        if domain not in self.domains:
-            raise ValueError(f"unknown domain {domain!r}; domains are {', '.join(self.domains)}")
-        return self.domains.index(domain)
 
     def _blend(self, index: int, new: Tensor, valid: Tensor) -> None:
         new = new.to(self.prototypes)
@@ -234,47 +209,6 @@ class WeakLabelPrototypeEstimator(nn.Module):
         moved = torch.where(seen[:, None], self.momentum * old + (1.0 - self.momentum) * new, new)
         self.prototypes[index] = torch.where(valid[:, None], F.normalize(moved, dim=1), old)
         self.initialised[index] = seen | valid
-
-    def _flat_features(self, embeddings: Tensor) -> Tensor:
-        """B x D x h x w -> (B*h*w) x D, detached, L2-normalised, at least float32."""
-        check_embeddings(embeddings)
-        check_dim(embeddings.shape[1], self.dim, "embeddings", "the estimator")
-        b, d, h, w = embeddings.shape
-        dtype = torch.promote_types(embeddings.dtype, torch.float32)
-        flat = embeddings.detach().permute(0, 2, 3, 1).reshape(b * h * w, d).to(dtype)
-        return F.normalize(flat, dim=1)
-
-    def _flat_labels(self, labels: Tensor, batch: int, size: tuple[int, int], name: str) -> Tensor:
-        """B x H x W labels -> B*h*w long, ``_NONE`` where ``ignore_index``."""
-        check_labels(labels, batch, name)
-        check_label_range(labels, self.num_classes, self.ignore_index, name)
-        flat = resize_labels(labels, size).reshape(-1)
-        return torch.where(flat == self.ignore_index, torch.full_like(flat, _NONE), flat)
-
-    def _confident_pseudo(
-        self,
-        pseudo_labels: Tensor | None,
-        confidence: Tensor | None,
-        threshold: float,
-        batch: int,
-        size: tuple[int, int],
-    ) -> Tensor | None:
-        """Flat pseudo labels with ``_NONE`` where absent or below ``threshold``."""
-        if pseudo_labels is None:
-            if confidence is not None:
-                raise ValueError("confidence was given without pseudo_labels")
-            return None
-        pseudo = self._flat_labels(pseudo_labels, batch, size, "pseudo_labels")
-        if confidence is None:
-            return pseudo
-        if not isinstance(confidence, Tensor) or tuple(confidence.shape) != tuple(pseudo_labels.shape):
-            shape = tuple(confidence.shape) if isinstance(confidence, Tensor) else type(confidence).__name__
-            raise ValueError(
-                f"confidence must have the shape of pseudo_labels {tuple(pseudo_labels.shape)}, got {shape}"
-            )
-        dtype = torch.promote_types(confidence.dtype, torch.float32)
-        conf = F.interpolate(confidence[:, None].to(dtype), size=size, mode="nearest").reshape(-1)
-        return torch.where(conf >= threshold, pseudo, torch.full_like(pseudo, _NONE))
 
     def _check_presence(self, presence: Tensor, batch: int, device: torch.device) -> Tensor:
         expected = (batch, self.num_classes)
@@ -312,12 +246,3 @@ class WeakLabelPrototypeEstimator(nn.Module):
         mean = weighted / total.clamp_min(torch.finfo(total.dtype).tiny)[:, None]
         prototypes = torch.where(valid[:, None], F.normalize(mean, dim=1), torch.zeros_like(mean))
         return prototypes, valid
-
-
-def _class_sums(features: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
-    """Per-class sums of features (K x D) and pixel counts (K), skipping ``_NONE`` labels."""
-    kept = labels != _NONE
-    cls = labels[kept]
-    sums = features.new_zeros(num_classes, features.shape[1]).index_add_(0, cls, features[kept])
-    counts = features.new_zeros(num_classes).index_add_(0, cls, torch.ones_like(cls, dtype=features.dtype))
-    return sums, counts

@@ -18,6 +18,18 @@ batch; the loss only ever sees these. The rule of the paper:
 Within a kind the pixels are chosen uniformly at random, reproducibly from a
 ``torch.Generator``.
 
+Two options give the sampler of WDASS (Das et al., CVPR 2023, released code), off by
+default so that pixel contrast samples exactly as above:
+
+- ``easy_threshold``: a correctly predicted pixel is easy only where its predicted
+  probability (``confidence`` of the call) exceeds the threshold (strictly, as released);
+  correct but less confident pixels still count towards a class's pixels (the
+  ``> max_views`` rule) but are never sampled;
+- ``quota="hard_first"``: every hard pixel first (up to ``n_view``), easy pixels top up.
+  A pair with fewer than ``n_view`` hard + easy pixels is dropped (it still counts in P,
+  hence in ``n_view``, as in the released code). That can only happen with
+  ``easy_threshold`` set (otherwise every pixel of a pair is hard or easy).
+
 ``max_samples`` and ``max_views`` are per process: under DistributedDataParallel every
 rank samples its own batch, so the whole job contrasts up to ``world_size * max_samples``
 anchors per step.
@@ -102,6 +114,9 @@ def _compact_classes(labels: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
     return classes, class_ids
 
 
+QUOTAS = ("balanced", "hard_first")
+
+
 def _random_permutation(n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
     """``torch.randperm`` drawn on the generator's device (if any), returned on ``device``."""
     where = generator.device if generator is not None else device
@@ -111,23 +126,47 @@ def _random_permutation(n: int, generator: torch.Generator | None, device: torch
 class _AnchorSampler(ABC):
     """Constructor, input checks and call shape shared by both samplers."""
 
-    def __init__(self, max_samples: int = 1024, max_views: int = 100, ignore_index: int = 255) -> None:
+    def __init__(
+        self,
+        max_samples: int = 1024,
+        max_views: int = 100,
+        ignore_index: int = 255,
+        quota: str = "balanced",
+        easy_threshold: float | None = None,
+    ) -> None:
         if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
             raise ValueError(f"max_samples must be a positive int, got {max_samples!r}")
         if isinstance(max_views, bool) or not isinstance(max_views, int) or max_views < 1:
             raise ValueError(f"max_views must be a positive int, got {max_views!r}")
+        if quota not in QUOTAS:
+            raise ValueError(f"quota must be one of {', '.join(QUOTAS)}, got {quota!r}")
+        if easy_threshold is not None and (
+            isinstance(easy_threshold, bool) or not isinstance(easy_threshold, (int, float))
+        ):
+            raise ValueError(f"easy_threshold must be a number or None, got {easy_threshold!r}")
         self.max_samples = max_samples
         self.max_views = max_views
         self.ignore_index = int(ignore_index)
+        self.quota = quota
+        self.easy_threshold = None if easy_threshold is None else float(easy_threshold)
 
     def __repr__(self) -> str:
+        extra = ""
+        if self.quota != "balanced":
+            extra += f", quota={self.quota!r}"
+        if self.easy_threshold is not None:
+            extra += f", easy_threshold={self.easy_threshold}"
         return (
             f"{type(self).__name__}(max_samples={self.max_samples}, "
-            f"max_views={self.max_views}, ignore_index={self.ignore_index})"
+            f"max_views={self.max_views}, ignore_index={self.ignore_index}{extra})"
         )
 
     def __call__(
-        self, labels: Tensor, predictions: Tensor, generator: torch.Generator | None = None
+        self,
+        labels: Tensor,
+        predictions: Tensor,
+        generator: torch.Generator | None = None,
+        confidence: Tensor | None = None,
     ) -> AnchorSamples:
         """Sample anchors.
 
@@ -136,10 +175,13 @@ class _AnchorSampler(ABC):
             predictions: B x h x w integer predicted classes (argmax of the logits), on the
                 same grid as ``labels``.
             generator: optional ``torch.Generator`` that makes the random choice reproducible.
+            confidence: B x h x w predicted probability of ``predictions``; required when
+                ``easy_threshold`` is set, not allowed otherwise.
 
         Returns:
             :class:`AnchorSamples` with ``index`` P x V into the flattened B*h*w grid;
-            P = V = 0 when no class of any image has more than ``max_views`` pixels.
+            P = V = 0 when no class of any image has more than ``max_views`` pixels (or,
+            with ``easy_threshold``, when every pair was dropped).
         """
         batch = labels.shape[0] if isinstance(labels, Tensor) and labels.dim() == 3 else -1
         check_labels(labels, batch)  # type and dimensions; the batch size is checked on predictions
@@ -149,11 +191,34 @@ class _AnchorSampler(ABC):
                 f"predictions must have the shape of labels {tuple(labels.shape)}, "
                 f"got {tuple(predictions.shape)}"
             )
-        return self._sample(labels.long(), predictions.to(labels.device).long(), generator)
+        if (confidence is None) != (self.easy_threshold is None):
+            raise ValueError(
+                "confidence must be given exactly when the sampler has an easy_threshold "
+                f"(easy_threshold={self.easy_threshold}, confidence given: {confidence is not None})"
+            )
+        confident = None
+        if confidence is not None:
+            if not isinstance(confidence, Tensor) or tuple(confidence.shape) != tuple(labels.shape):
+                shape = tuple(confidence.shape) if isinstance(confidence, Tensor) else type(confidence).__name__
+                raise ValueError(f"confidence must have the shape of labels {tuple(labels.shape)}, got {shape}")
+            confident = confidence.to(labels.device) > self.easy_threshold
+        return self._sample(labels.long(), predictions.to(labels.device).long(), generator, confident)
+
+    def _pair_quotas(self, num_hard: Tensor, num_easy: Tensor, n_view: int) -> tuple[Tensor, Tensor]:
+        """Hard and easy views per pair under ``self.quota`` (pairs short of ``n_view`` are dropped elsewhere)."""
+        if self.quota == "hard_first":
+            hard_keep = num_hard.clamp(max=n_view)
+            return hard_keep, n_view - hard_keep
+        return view_quotas(num_hard, num_easy, n_view)
 
     @abstractmethod
-    def _sample(self, labels: Tensor, predictions: Tensor, generator: torch.Generator | None) -> AnchorSamples:
-        """Sample from checked B x h x w long ``labels`` and ``predictions`` on one device."""
+    def _sample(
+        self, labels: Tensor, predictions: Tensor, generator: torch.Generator | None, confident: Tensor | None
+    ) -> AnchorSamples:
+        """Sample from checked B x h x w long ``labels`` and ``predictions`` on one device.
+
+        ``confident`` (B x h x w bool or None): where a correct prediction may be easy.
+        """
 
 
 class HardAnchorSampler(_AnchorSampler):
@@ -164,8 +229,13 @@ class HardAnchorSampler(_AnchorSampler):
         max_views: at most this many views per (image, class) pair, and a class needs more
             than this many pixels in an image to be sampled there (per process).
         ignore_index: label of pixels that are never sampled.
+        quota: ``"balanced"`` (half hard, half easy; ContrastiveSeg) or ``"hard_first"``
+            (WDASS; see the module docstring).
+        easy_threshold: None, or the probability a correct pixel must exceed to be easy
+            (WDASS: 0.95); the call then needs ``confidence``.
 
-    Call: ``sampler(labels B x h x w, predictions B x h x w, generator=None) -> AnchorSamples``.
+    Call: ``sampler(labels B x h x w, predictions B x h x w, generator=None, confidence=None)
+    -> AnchorSamples``.
 
     How: every pixel of a candidate pair belongs to the group ``pair * 2 + is_easy``
     where ``pair = image * C + class``; group sizes come from one ``bincount``, the
@@ -180,7 +250,9 @@ class HardAnchorSampler(_AnchorSampler):
         >>> samples.index.shape  # P x V
     """
 
-    def _sample(self, labels: Tensor, predictions: Tensor, generator: torch.Generator | None) -> AnchorSamples:
+    def _sample(
+        self, labels: Tensor, predictions: Tensor, generator: torch.Generator | None, confident: Tensor | None
+    ) -> AnchorSamples:
         device = labels.device
         batch = labels.shape[0]
         flat_labels = labels.reshape(batch, -1)
@@ -196,24 +268,39 @@ class HardAnchorSampler(_AnchorSampler):
         image_offset = torch.arange(batch, device=device)[:, None] * num_classes
         pair = torch.where(valid, image_offset + class_ids, none)
         is_easy = predictions.reshape(batch, -1) == flat_labels
-        group = (2 * pair + is_easy).reshape(-1)
+        group = 2 * pair + is_easy
+        if confident is not None:
+            # Correct but not confident: neither hard nor easy. Such pixels go to the easy
+            # group of the spare pair (quota 0) and are counted per pair separately below.
+            unusable = valid & is_easy & ~confident.reshape(batch, -1)
+            group = torch.where(unusable, 2 * none + 1, group)
+        group = group.reshape(-1)
         group_counts = torch.bincount(group, minlength=2 * none + 2)
         num_hard, num_easy = group_counts[0::2], group_counts[1::2]
-        is_candidate = num_hard + num_easy > self.max_views
+        if confident is None:
+            class_pixels = num_hard + num_easy
+        else:
+            class_pixels = torch.bincount(pair.reshape(-1), minlength=none + 1)
+        is_candidate = class_pixels > self.max_views
         is_candidate[none] = False
         num_pairs = int(is_candidate.sum())
         if num_pairs == 0:
             return _empty_samples(device)
         n_view = min(self.max_samples // num_pairs, self.max_views)
-        hard_keep, easy_keep = view_quotas(num_hard, num_easy, n_view)
+        # Without a threshold every candidate has > max_views >= n_view usable pixels.
+        kept = is_candidate & (num_hard + num_easy >= n_view)
+        num_kept = int(kept.sum())
+        if num_kept == 0:
+            return _empty_samples(device)
+        hard_keep, easy_keep = self._pair_quotas(num_hard, num_easy, n_view)
         quota = torch.stack((hard_keep, easy_keep), dim=1).reshape(-1)
-        quota = quota * is_candidate.repeat_interleave(2)  # other pairs keep nothing
+        quota = quota * kept.repeat_interleave(2)  # other pairs keep nothing
 
         sorted_pixels, positions = _smallest_priorities(group, group_counts, quota, generator)
 
-        pair_ids = is_candidate.nonzero().squeeze(1)
+        pair_ids = kept.nonzero().squeeze(1)
         return AnchorSamples(
-            index=sorted_pixels[positions].reshape(num_pairs, n_view),
+            index=sorted_pixels[positions].reshape(num_kept, n_view),
             labels=classes[pair_ids % num_classes],
             image=pair_ids // num_classes,
         )
@@ -292,16 +379,19 @@ class LoopAnchorSampler(_AnchorSampler):
     """The original ContrastiveSeg sampler, with Python loops (reference implementation).
 
     Same constructor, call and result rule as :class:`HardAnchorSampler` (``max_samples``
-    and ``max_views`` per process); it loops over images and classes and calls
-    ``nonzero`` once per class, so it is slow for large batches. Kept as the readable
-    statement of the rule, for tests and the benchmark.
+    and ``max_views`` per process, ``quota`` and ``easy_threshold``); it loops over images
+    and classes and calls ``nonzero`` once per class, so it is slow for large batches.
+    Kept as the readable statement of the rule, for tests and the benchmark.
     """
 
-    def _sample(self, labels: Tensor, predictions: Tensor, generator: torch.Generator | None) -> AnchorSamples:
+    def _sample(
+        self, labels: Tensor, predictions: Tensor, generator: torch.Generator | None, confident: Tensor | None
+    ) -> AnchorSamples:
         device = labels.device
         batch = labels.shape[0]
         flat_labels = labels.reshape(batch, -1)
         flat_preds = predictions.reshape(batch, -1)
+        flat_confident = None if confident is None else confident.reshape(batch, -1)
         pixels_per_image = flat_labels.shape[1]
 
         pairs: list[tuple[int, int]] = []
@@ -315,13 +405,21 @@ class LoopAnchorSampler(_AnchorSampler):
             return _empty_samples(device)
         n_view = min(self.max_samples // len(pairs), self.max_views)
 
-        rows = []
+        rows, kept = [], []
         for image, cls in pairs:
             is_class = flat_labels[image] == cls
             hard = (is_class & (flat_preds[image] != cls)).nonzero().squeeze(1)
-            easy = (is_class & (flat_preds[image] == cls)).nonzero().squeeze(1)
+            is_easy = is_class & (flat_preds[image] == cls)
+            if flat_confident is not None:
+                is_easy = is_easy & flat_confident[image]
+            easy = is_easy.nonzero().squeeze(1)
             num_hard, num_easy = hard.numel(), easy.numel()
-            if num_hard >= n_view / 2 and num_easy >= n_view / 2:
+            if num_hard + num_easy < n_view:
+                continue  # only with easy_threshold: the pair is dropped
+            if self.quota == "hard_first":
+                hard_keep = min(num_hard, n_view)
+                easy_keep = n_view - hard_keep
+            elif num_hard >= n_view / 2 and num_easy >= n_view / 2:
                 hard_keep = n_view // 2
                 easy_keep = n_view - hard_keep
             elif num_hard >= n_view / 2:
@@ -333,9 +431,12 @@ class LoopAnchorSampler(_AnchorSampler):
             hard = hard[_random_permutation(num_hard, generator, device)[:hard_keep]]
             easy = easy[_random_permutation(num_easy, generator, device)[:easy_keep]]
             rows.append(torch.cat((hard, easy)) + image * pixels_per_image)
+            kept.append((image, cls))
+        if not rows:
+            return _empty_samples(device)
 
         return AnchorSamples(
             index=torch.stack(rows),
-            labels=torch.tensor([cls for _, cls in pairs], dtype=torch.long, device=device),
-            image=torch.tensor([image for image, _ in pairs], dtype=torch.long, device=device),
+            labels=torch.tensor([cls for _, cls in kept], dtype=torch.long, device=device),
+            image=torch.tensor([image for image, _ in kept], dtype=torch.long, device=device),
         )

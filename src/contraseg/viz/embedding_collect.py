@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..losses._pixels import resize_labels
+from .._labels import resize_labels
 from .pixel_sampling import BalancedPixelSampler, PixelSample
 
 __all__ = ["collect_pixel_sample"]
@@ -25,6 +25,20 @@ def _model_device(model: nn.Module) -> torch.device:
     for tensor in model.buffers():
         return tensor.device
     return torch.device("cpu")
+
+
+def _prototype_space(model: nn.Module, embed: Tensor) -> Tensor:
+    """``embed`` in the space the model's prototypes live in: B x D x h x w.
+
+    A ProtoSeg model (``model.prototype_head``) compares its prototypes with
+    ``head.features(embed)`` (the released LayerNorm over D, then L2 normalisation), so
+    its pixels are drawn in that space; any other model's ``embed`` is returned as is.
+    """
+    head = getattr(model, "prototype_head", None)
+    if head is None or not hasattr(head, "features"):
+        return embed
+    b, d, h, w = embed.shape
+    return F.normalize(head.features(embed), dim=1).reshape(b, d, h, w)
 
 
 def _to_grid(embed: Tensor, size: tuple[int, int]) -> Tensor:
@@ -39,7 +53,9 @@ def collect_pixel_sample(models: Sequence[nn.Module], dataset: Any, num_pixels: 
     """Embeddings of a class-balanced pixel sample from the first ``num_images`` images.
 
     Args:
-        models: segmentors in eval mode, ``model(images)["embed"]`` B x D x h x w each.
+        models: segmentors in eval mode, ``model(images)["embed"]`` B x D x h x w each
+            (a ProtoSeg model's pixels are taken in its prototype space, see
+            :func:`_prototype_space`).
         dataset: samples ``{"image" 3 x H x W, "label" H x W}`` (``.info.ignore_index``).
         num_pixels: pixel budget (see :class:`BalancedPixelSampler`).
         num_images: images used, from the start of the dataset.
@@ -63,7 +79,8 @@ def collect_pixel_sample(models: Sequence[nn.Module], dataset: Any, num_pixels: 
     for index in range(min(num_images, len(dataset))):
         sample = dataset[index]
         image, label = sample["image"], sample["label"]
-        embeds = [model(image[None].to(device))["embed"].float() for model, device in zip(models, devices)]
+        embeds = [_prototype_space(model, model(image[None].to(device))["embed"]).float()
+                  for model, device in zip(models, devices)]
         grid = tuple(embeds[0].shape[-2:])
         grid_labels = resize_labels(label[None].long(), grid)[0]
         sampler.add(index, grid_labels, [_to_grid(e, grid)[0].cpu() for e in embeds])
