@@ -161,10 +161,13 @@ def write_result(job: Job, seconds: float) -> None:
     assert job.run_dir is not None
     stored = last_eval(job.run_dir)
     results = stored["results"]
+    scale = 0.01 if stored.get("unit") == "%" else 1.0  # eval/iter_*.json store percent; kept as fractions here
     target = results["synthetic-target/val"]
+    source = results.get("synthetic-source/val", {}).get("mIoU")
     record = {"run": job.name, "row": job.row, "seed": job.seed, "iteration": stored["iteration"],
-              "target_mIoU": target["mIoU"], "source_mIoU": results.get("synthetic-source/val", {}).get("mIoU"),
-              "IoU": dict(zip(target["classes"], target["IoU"])), "seconds": seconds}
+              "target_mIoU": scale * target["mIoU"], "source_mIoU": None if source is None else scale * source,
+              "IoU": {c: None if v is None else scale * v for c, v in zip(target["classes"], target["IoU"])},
+              "seconds": seconds}
     job.done_marker.parent.mkdir(parents=True, exist_ok=True)
     job.done_marker.write_text(json.dumps(record, indent=1))
 

@@ -76,12 +76,15 @@ def wdass_adapt(weak_labels, kind: str, source_checkpoint: str, **wdass) -> dict
 def test_wdass_steps_update_teacher_prototypes_and_lower_the_loss(tmp_path, weak_labels, source_checkpoint, kind):
     cfg, adapt = load(tmp_path, raw_config(wdass_adapt(weak_labels, kind, source_checkpoint, warmup_iters=2),
                                            optim={"lr": 0.02}),
-                      "adapt.teacher.threshold=0.05")
+                      "adapt.teacher.threshold=0.05", "adapt.wdass.prototype_threshold=0.05",
+                      "adapt.wdass.max_views=2", "adapt.wdass.cross_threshold=0.05",
+                      "adapt.wdass.intra_threshold=0.05")  # a 4 x 8 embedding grid, an untrained model
     trainer = build_adapt_trainer(cfg, adapt, tmp_path / "run", progress=False)
     assert trainer.initialised_from == source_checkpoint
     assert trainer.target_set.kind == ("image" if kind == "image" else "dense")
     batch = next(iter(trainer._loader()))
-    assert set(batch[1]) == ({"image", "name", "presence"} if kind == "image" else {"image", "name", "label"})
+    assert set(batch[1]) == ({"image", "name", "presence", "full_image"} if kind == "image"
+                             else {"image", "name", "label", "image_classes"})
     teacher_before = copy.deepcopy(trainer.teacher.model.state_dict())
     history = []
     for step in range(6):
@@ -98,10 +101,26 @@ def test_wdass_steps_update_teacher_prototypes_and_lower_the_loss(tmp_path, weak
         assert history[-1]["weak"] < history[0]["weak"]
     assert trainer.estimator.initialised[0].any() and trainer.estimator.initialised[1].any()
     protos, valid = trainer.estimator.get("target")
-    assert torch.allclose(protos[valid].norm(dim=1), torch.ones(int(valid.sum())), atol=1e-5)
+    assert valid.any() and torch.isfinite(protos).all() and (protos[~valid] == 0).all()  # released: not normalised
     moved = [k for k, v in trainer.teacher.model.state_dict().items()
              if v.is_floating_point() and not torch.equal(v, teacher_before[k])]
     assert moved and history[-1]["cross"] > 0
+
+
+@pytest.mark.parametrize("kind", ["image", "point"])
+def test_wdass_prototype_softmax_variant_steps(tmp_path, weak_labels, source_checkpoint, kind):
+    cfg, adapt = load(tmp_path, raw_config(wdass_adapt(weak_labels, kind, source_checkpoint,
+                                                       contrast="prototype-softmax", photometric=False)),
+                      "adapt.teacher.threshold=0.05")
+    trainer = build_adapt_trainer(cfg, adapt, tmp_path / "run", progress=False)
+    assert type(trainer.contrast).__name__ == "WDASSSoftmaxContrastLoss" and trainer.photometric is None
+    batch = next(iter(trainer._loader()))
+    for _ in range(2):
+        terms = trainer.train_step(batch)
+        trainer.iteration += 1
+        assert all(torch.isfinite(v) for v in terms.values()), terms
+    protos, valid = trainer.estimator.get("target")
+    assert valid.any() and torch.allclose(protos[valid].norm(dim=1), torch.ones(int(valid.sum())), atol=1e-5)
 
 
 def test_wdass_checkpoint_resumes_bit_for_bit(tmp_path, weak_labels, source_checkpoint):
@@ -201,7 +220,8 @@ def test_self_training_rounds_relabel_with_the_previous_model(tmp_path, source_c
     out = capsys.readouterr().out
     assert f"round 1/2: pseudo-labelling synthetic-target/train with {source_checkpoint}" in out
     assert f"round 2/2: pseudo-labelling synthetic-target/train with {run / 'round_1' / 'last.pth'}" in out
-    assert json.loads(out.strip().splitlines()[-1])["run_dir"] == str(run / "round_2")
+    summary = json.loads(next(line for line in reversed(out.splitlines()) if line.startswith("{")))
+    assert summary["run_dir"] == str(run / "round_2") and out.strip().splitlines()[-1].startswith("done: ")
     for index in (1, 2):
         assert len(list((run / f"round_{index}" / "pseudo_labels").glob("*.png"))) == 4
         stored = yaml.safe_load((run / f"round_{index}" / "adapt.yaml").read_text())

@@ -132,6 +132,36 @@ def test_overrides_apply_on_top_of_file(tmp_path):
         apply_overrides({"optim": {"lr": 1}}, ["optim.lr.x=1"])
 
 
+def test_overrides_address_list_items_by_index(tmp_path):
+    path = write(tmp_path / "c.yaml", {"data": {"val": [{"name": "synthetic-target", "split": "val"},
+                                                        {"name": "synthetic-source", "split": "val"}]}})
+    cfg = load_config(path, ["data.val.0.options.length=4", "data.val[1].split=train"])
+    assert cfg.data.val[0].options == {"length": 4} and cfg.data.val[1].split == "train"
+    with pytest.raises(ConfigError, match=r"config key data.val has 2 item\(s\), no index 5"):
+        load_config(path, ["data.val[5].split=x"])
+    with pytest.raises(ConfigError, match=r"config key data.val is a list; address an item by its index"):
+        load_config(path, ["data.val.split=x"])
+    with pytest.raises(ConfigError, match=r"config key eval.scales is not set in the config, so it has no item 0"):
+        load_config(path, ["eval.scales[0]=1.5"])
+
+
+def test_replace_key_drops_inherited_mapping_entries(tmp_path):
+    write(tmp_path / "base.yaml", {"data": {"train": {"name": "synthetic-source",
+                                                      "options": {"length": 5, "size": [32, 64]}}},
+                                   "optim": {"lr": 0.1, "momentum": 0.5}})
+    write(tmp_path / "child.yaml", {"_base_": "base.yaml",
+                                    "data": {"train": {"options": {"_replace_": True, "length": 7}}}})
+    cfg = load_config(tmp_path / "child.yaml")
+    assert cfg.data.train.options == {"length": 7} and cfg.data.train.name == "synthetic-source"
+    assert cfg.optim.momentum == 0.5  # everything else still merges
+    write(tmp_path / "whole.yaml", {"_base_": "base.yaml", "optim": {"_replace_": True, "lr": 0.2}})
+    assert load_config(tmp_path / "whole.yaml").optim.momentum == 0.9  # back to the default
+    assert "_replace_" not in str(load_raw_config(tmp_path / "child.yaml"))
+    write(tmp_path / "bad.yaml", {"_base_": "base.yaml", "optim": {"_replace_": "yes"}})
+    with pytest.raises(ConfigError, match=r"config key optim._replace_: expected true or false"):
+        load_config(tmp_path / "bad.yaml")
+
+
 def test_unknown_key_names_key_and_allowed_keys(tmp_path):
     path = write(tmp_path / "c.yaml", {})
     with pytest.raises(ConfigError, match=r"unknown config key optim.lrr; allowed keys in optim: name, lr, "):

@@ -185,8 +185,12 @@ def test_check_synthia_void_is_not_a_problem_but_unknown_id_is(tmp_path, capsys)
     write_synthia(tmp_path, count=1)
     label = tmp_path / "GT" / "LABELS" / "0000000.png"
     bgr = cv2.imread(str(label), cv2.IMREAD_UNCHANGED)
-    bgr[..., 2] = 0  # all void: fine
+    bgr[..., 2] = 0  # all void: no value problem, but no labelled pixel at all
     bgr[..., 1] = 999  # instance ids are not class ids: fine
+    cv2.imwrite(str(label), bgr)
+    code, out, err = _run(capsys, "datasets", "check", str(tmp_path), "--dataset", "synthia")
+    assert code == 2 and "no labelled pixel" in _one_line_error(err) and "23" not in err
+    bgr[1:, :, 2] = 3  # void in the first row only: fine
     cv2.imwrite(str(label), bgr)
     code, out, err = _run(capsys, "datasets", "check", str(tmp_path), "--dataset", "synthia")
     assert code == 0, err

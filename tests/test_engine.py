@@ -258,7 +258,8 @@ def test_run_log_writes_jsonl_and_truncates_on_resume(tmp_path):
     log.log_eval(4, "x/val", metrics)
     records = read_jsonl(tmp_path / "log.jsonl")
     assert [r["iteration"] for r in records] == [2, 4, 6, 4]
-    assert records[0]["ce"] is None and records[3]["IoU"] == {"a": 0.5, "b": None}
+    assert records[0]["ce"] is None and records[3]["IoU"] == {"a": 50.0, "b": None}  # JSON metrics in percent
+    assert records[3]["unit"] == "%" and records[3]["mIoU"] == 50.0
     log.truncate_after(4)
     assert [(r["type"], r["iteration"]) for r in read_jsonl(tmp_path / "log.jsonl")] == [
         ("train", 2), ("train", 4), ("eval", 4)]
@@ -295,7 +296,8 @@ def test_training_run_writes_logs_checkpoints_and_metrics(tmp_path):
     assert (tmp_path / "last.pth").is_file() and (tmp_path / "best.pth").is_file()
     assert (tmp_path / "config.yaml").is_file()
     stored = json.loads((tmp_path / "eval" / "iter_00000003.json").read_text())
-    assert stored["results"]["synthetic-target/val"]["mIoU"] == pytest.approx(summary["last_eval"]["synthetic-target/val"]["mIoU"])
+    assert stored["unit"] == "%" and stored["results"]["synthetic-target/val"]["mIoU"] == pytest.approx(
+        100 * summary["last_eval"]["synthetic-target/val"]["mIoU"], abs=1e-4)
     state = torch.load(tmp_path / "last.pth", weights_only=True)
     assert state["iteration"] == 3 and state["sampler"]["position"] == 6
     assert state["best"]["iteration"] in (2, 3)

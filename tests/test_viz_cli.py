@@ -120,10 +120,19 @@ def test_embed_compare_reports_the_numbers_of_its_sample(ckpts, tmp_path, capsys
     # class-balanced: 150 // 3 = 50 each, every class has >= 56 pixels in 4 images
     assert report["sample"] == {"num_pixels": 150, "class_counts": {"road": 50, "car": 50, "sky": 50}}
     assert torch.bincount(labels).tolist() == [50, 50, 50]
-    # the sample is what the models see at those pixels, with the nearest-resized labels
+    # the sample is what the models see at those pixels, with the nearest-resized labels;
+    # the ProtoSeg model's pixels in its prototype space (LayerNorm over D, L2 normalised)
     models = [ckpts["proac_objects"][0], ckpts["protoseg_objects"][0]]
+
+    def prototype_space(model, embed):
+        if model.prototype_head is None:
+            return embed
+        b, d, h, w = embed.shape
+        return F.normalize(model.prototype_head.features(embed), dim=1).reshape(b, d, h, w)
+
     with torch.no_grad():
-        dense = [torch.cat([m(TinyDataset()[i]["image"][None])["embed"] for i in range(4)]) for m in models]
+        dense = [torch.cat([prototype_space(m, m(TinyDataset()[i]["image"][None])["embed"]) for i in range(4)])
+                 for m in models]
     grid_labels = torch.stack([_grid_labels(i) for i in range(4)])
     assert torch.equal(labels, grid_labels[positions[:, 0], positions[:, 1], positions[:, 2]])
     for j in range(2):
@@ -215,7 +224,7 @@ def test_embed_errors_exit_2_with_one_line(ckpts, tmp_path, capsys, monkeypatch)
     assert "dataset synthetic-target has 19 classes but the checkpoint's model predicts 3" in capsys.readouterr().err
     assert main(["viz", "embed", str(ckpts["ce"]), "--dataset", TINY, "--dataset-option", "length",
                  "--out", str(tmp_path / "a.png")]) == 2
-    assert "--dataset-option must be KEY=VALUE, got 'length'" in capsys.readouterr().err
+    assert "bad --dataset-option 'length': expected KEY=VALUE" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "umap", None)
     assert main(["viz", "embed", str(ckpts["ce"]), "--dataset", TINY, "--method", "umap",
                  "--out", str(tmp_path / "a.png")]) == 2
@@ -301,7 +310,7 @@ def test_curves_from_a_hand_written_log(tmp_path, capsys):
     assert report["eval"]["tiny/val"]["last"] == {"iteration": 100, "mIoU": 0.33}
     assert report["final_losses"] == pytest.approx({"loss": 0.03, "ce": 0.025, "proac": 0.005})
     assert report["train_records"] == 10 and math.isclose(report["final_lr"], 0.0, abs_tol=1e-12)
-    assert "best mIoU 47.00 at iteration 40" in capsys.readouterr().out
+    assert "best mIoU 47.00% at iteration 40" in capsys.readouterr().out
 
 
 def test_curves_errors_exit_2_naming_the_log(tmp_path, capsys):

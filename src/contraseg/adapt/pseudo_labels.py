@@ -144,18 +144,24 @@ def _shard_loader(dataset: Any, options: LabellingOptions) -> DataLoader:
 
 
 def _predicted_batches(model: nn.Module, dataset: Any, options: LabellingOptions,
-                       device: torch.device) -> Any:
-    """Yield ``(names, predictions, levels)`` for this rank's shard (labels' native size)."""
-    for batch in _shard_loader(dataset, options):
+                       device: torch.device, progress: Any = None) -> Any:
+    """Yield ``(names, predictions, levels)`` for this rank's shard (labels' native size);
+    ``progress(done, total)`` after each batch with this rank's image counts."""
+    loader = _shard_loader(dataset, options)
+    done = 0
+    for batch in loader:
         images = batch["image"].to(device)
         size = batch["label"].shape[-2:]
         predictions, levels = predict_with_confidence(model, images, size, options.inference)
+        done += images.shape[0]
+        if progress is not None:
+            progress(done, len(loader.dataset))
         yield list(batch["name"]), predictions, levels
 
 
 def generate_pseudo_labels(model: nn.Module, dataset: Any, out: str | Path, *, threshold: float = 0.9,
                            class_percentile: float | None = None, options: LabellingOptions | None = None,
-                           device: torch.device | str = "cpu") -> dict[str, Any]:
+                           device: torch.device | str = "cpu", progress: Any = None) -> dict[str, Any]:
     """Label every sample of ``dataset`` and write ``out/<name>.png`` plus ``out/summary.json``.
 
     Args:
@@ -166,6 +172,8 @@ def generate_pseudo_labels(model: nn.Module, dataset: Any, out: str | Path, *, t
         threshold: global confidence threshold in [0, 1], the cap of class-wise ones.
         class_percentile: p in [0, 1] for class-wise thresholds, or None.
         options: inference settings; default whole-image, batch 1.
+        progress: optional ``progress(pass_name)`` returning a ``(done, total)`` callback
+            for each pass over the data (``"confidences"``, then ``"labels"``).
 
     Returns:
         The summary (also in ``summary.json``, written last so that its presence means
@@ -193,13 +201,15 @@ def generate_pseudo_labels(model: nn.Module, dataset: Any, out: str | Path, *, t
         histogram = None
         if class_percentile is not None:
             histogram = ConfidenceHistogram(num_classes, device)
-            for _, predictions, levels in _predicted_batches(model, dataset, options, device):
+            report = progress("confidences") if progress is not None else None
+            for _, predictions, levels in _predicted_batches(model, dataset, options, device, report):
                 histogram.add(predictions, levels)
             all_reduce_sum(histogram.counts)
         thresholds = class_threshold_levels(histogram, threshold, class_percentile, num_classes)
         predicted = torch.zeros(num_classes, dtype=torch.int64, device=device)
         kept = torch.zeros(num_classes, dtype=torch.int64, device=device)
-        for names, predictions, levels in _predicted_batches(model, dataset, options, device):
+        report = progress("labels") if progress is not None else None
+        for names, predictions, levels in _predicted_batches(model, dataset, options, device, report):
             labels = filter_predictions(predictions, levels, thresholds, ignore)
             predicted += torch.bincount(predictions.reshape(-1), minlength=num_classes)[:num_classes]
             kept_labels = labels[labels != ignore]

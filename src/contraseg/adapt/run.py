@@ -39,9 +39,11 @@ TRAINERS: dict[str, type[AdaptTrainer]] = {
 
 
 def build_adapt_trainer(cfg: Config, adapt: AdaptConfig, run_dir: str | Path, resume: str | None = None,
-                        context: ProcessContext | None = None, progress: bool = True) -> AdaptTrainer:
+                        context: ProcessContext | None = None, progress: bool = True,
+                        resume_changed: bool = False) -> AdaptTrainer:
     """The trainer of ``adapt.method`` (one round; see :func:`run_adaptation` for rounds)."""
-    return TRAINERS[adapt.method](cfg, adapt, run_dir, resume=resume, context=context, progress=progress)
+    return TRAINERS[adapt.method](cfg, adapt, run_dir, resume=resume, context=context, progress=progress,
+                                  resume_changed=resume_changed)
 
 
 def round_directory(run_dir: str | Path, index: int, rounds: int) -> Path:
@@ -71,12 +73,14 @@ def label_target(checkpoint: str | Path, adapt: AdaptConfig, out: str | Path, de
 
 
 def run_adaptation(cfg: Config, adapt: AdaptConfig, run_dir: str | Path, resume: str | None = None,
-                   context: ProcessContext | None = None, progress: bool = True) -> dict[str, Any]:
+                   context: ProcessContext | None = None, progress: bool = True,
+                   resume_changed: bool = False) -> dict[str, Any]:
     """Train ``adapt.method`` (all rounds); returns the last round's ``fit`` summary plus
-    ``"rounds"`` (every round's summary) and ``"run_dir"`` (the last round's folder)."""
+    ``"rounds"`` (every round's summary) and ``"run_dir"`` (the last round's folder).
+    ``resume_changed`` lets a resumed round accept a changed training setting."""
     context = context or init_process_group_from_env()
     if adapt.method != "self_training":
-        summary = build_adapt_trainer(cfg, adapt, run_dir, resume, context, progress).fit()
+        summary = build_adapt_trainer(cfg, adapt, run_dir, resume, context, progress, resume_changed).fit()
         return {**summary, "rounds": [summary], "run_dir": str(run_dir)}
     if resume not in (None, "auto") and adapt.rounds > 1:
         raise ValueError("--resume with a checkpoint path needs a single round; use --resume auto for rounds")
@@ -100,7 +104,7 @@ def run_adaptation(cfg: Config, adapt: AdaptConfig, run_dir: str | Path, resume:
         round_adapt = dataclasses.replace(
             adapt, init_checkpoint=init, pseudo_labels=dataclasses.replace(adapt.pseudo_labels, dir=str(labels)))
         round_resume = resume if adapt.rounds == 1 else ("auto" if resume is not None else None)
-        trainer = build_adapt_trainer(cfg, round_adapt, directory, round_resume, context, progress)
+        trainer = build_adapt_trainer(cfg, round_adapt, directory, round_resume, context, progress, resume_changed)
         summaries.append(trainer.fit())
         previous = directory / "last.pth"
     return {**summaries[-1], "rounds": summaries, "run_dir": str(directory)}

@@ -38,7 +38,7 @@ from ..engine.config import Config
 from ..engine.process_group import ProcessContext
 from ..engine.rng import capture_rng_state, restore_rng_state
 from ..engine.sampling import InfiniteShardedSampler, SeededDataset
-from ..engine.trainer import Trainer
+from ..engine.trainer import Trainer, _ignore_sigint
 from .config import AdaptConfig, adapt_config_to_yaml
 from .target_data import TargetDataset, check_image_labels, check_label_folder
 
@@ -77,7 +77,7 @@ class AdaptTrainer(Trainer):
     Args:
         cfg: the engine config (``data.train`` = labelled source).
         adapt: the ``adapt`` section.
-        run_dir, resume, context, progress: as for the engine's Trainer.
+        run_dir, resume, context, progress, resume_changed: as for the engine's Trainer.
 
     ``adapt.init_checkpoint`` initialises the model on a fresh start (not on resume).
     """
@@ -88,12 +88,12 @@ class AdaptTrainer(Trainer):
     runs_adaptation = True  # the engine's Trainer refuses configs with an adapt: section
 
     def __init__(self, cfg: Config, adapt: AdaptConfig, run_dir: str | Path, resume: str | None = None,
-                 context: ProcessContext | None = None, progress: bool = True) -> None:
+                 context: ProcessContext | None = None, progress: bool = True, resume_changed: bool = False) -> None:
         if adapt.method != self.method:
             raise ValueError(f"{type(self).__name__} runs method {self.method!r}, the config asks for {adapt.method!r}")
         self.adapt = adapt
         self._stored_adapt_state: dict[str, Any] | None = None
-        super().__init__(cfg, run_dir, resume, context, progress)
+        super().__init__(cfg, run_dir, resume, context, progress, resume_changed=resume_changed)
         with preserved_rng():  # a resumed run must draw exactly what the uninterrupted one draws
             self.target_set = self.build_target_set() if self.target_kind is not None else None
             if self.target_set is not None and len(self.target_set.info.classes) != self.num_classes:
@@ -164,6 +164,7 @@ class AdaptTrainer(Trainer):
         workers = self.cfg.data.num_workers
         return DataLoader(SeededDataset(self.target_set), batch_size=batch, sampler=sampler, num_workers=workers,
                           drop_last=True, pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
+                          worker_init_fn=_ignore_sigint if workers > 0 else None,
                           generator=torch.Generator().manual_seed(seed))
 
     def _loader(self) -> Any:

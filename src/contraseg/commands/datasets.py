@@ -30,8 +30,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     checker.add_argument("root", metavar="ROOT", help="dataset root folder")
     checker.add_argument("--dataset", required=True, help="registered dataset name (see `contraseg datasets list`)")
     checker.add_argument("--split", default=None, help="split to check (default: the dataset's default split)")
-    checker.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                         help="extra dataset argument, e.g. mode=coarse (Cityscapes), num_classes=13 (SYNTHIA)")
+    checker.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                         help="dataset keyword argument, VALUE read as YAML, e.g. mode=coarse (Cityscapes), "
+                              "num_classes=13 (SYNTHIA) (repeatable)")
     checker.add_argument("--limit", type=int, default=None, help="read at most N samples (listing covers all)")
     checker.set_defaults(func=run_check)
     return parser
@@ -46,26 +47,14 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_options(pairs: list[str]) -> dict[str, Any]:
-    """``["mode=coarse", "num_classes=13"]`` -> ``{"mode": "coarse", "num_classes": 13}``."""
-    from contraseg.cli import UserError
-
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--option must be KEY=VALUE, got {pair!r}")
-        value = value.strip()
-        options[key.strip()] = int(value) if value.lstrip("-").isdigit() else value
-    return options
-
-
 def run_check(args: argparse.Namespace) -> int:
     """Check ``args.root`` as dataset ``args.dataset``; 0 when clean, UserError (exit 2) otherwise."""
     from contraseg.cli import UserError
     from contraseg.data.check import check_dataset
 
-    options = _parse_options(args.option)
+    from ._common import parse_options
+
+    options = parse_options(args.options)
     if args.limit is not None and args.limit < 0:
         raise UserError(f"--limit must be >= 0, got {args.limit}")
     try:

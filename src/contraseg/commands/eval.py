@@ -1,9 +1,11 @@
-"""``contraseg eval CHECKPOINT [--dataset NAME --root R --split S] [--mode whole|slide]
-[--scales S ...] [--flip] [--out JSON]``
+"""``contraseg eval CHECKPOINT [--dataset NAME --root R --split S --option KEY=VALUE ...]
+[--mode whole|slide] [--scales S ...] [--flip] [--out JSON]``
 
 Evaluates a checkpoint on its config's evaluation sets (or the one dataset given),
-prints a per-class IoU table and writes the metrics as JSON (default:
-``<checkpoint>.eval.json`` next to the checkpoint). Runs sharded under ``torchrun``.
+prints a per-class IoU table and writes the metrics, in percent, as JSON (default:
+``<checkpoint>.eval.<what was evaluated>.json`` next to the checkpoint, e.g.
+``last.pth.eval.cityscapes-val.json``, so evaluating on another dataset never replaces
+an earlier result). Runs sharded under ``torchrun``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..cli import UserError
+from ._common import UserError, add_option_argument, in_process_group, parse_options
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -24,6 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dataset", help="dataset name (default: the config's data.val sets)")
     parser.add_argument("--root", help="dataset root folder")
     parser.add_argument("--split", default="val", help="dataset split (default val)")
+    add_option_argument(parser, "length=100")
     parser.add_argument("--mode", choices=("whole", "slide"), help="inference mode (default: the config's)")
     parser.add_argument("--crop-size", type=int, nargs=2, metavar=("H", "W"), help="slide window size")
     parser.add_argument("--stride", type=int, nargs=2, metavar=("H", "W"), help="slide window step")
@@ -51,59 +54,73 @@ def _apply_cli(cfg: Any, args: argparse.Namespace) -> None:
         cfg.eval.flip = True
 
 
+def result_name(checkpoint: str | Path, datasets: list[Any]) -> Path:
+    """``<checkpoint>.eval.<name>-<split>[-<options>][+...].json``: named by what was evaluated."""
+    import re
+
+    parts = []
+    for ds in datasets:
+        text = f"{ds.name}-{ds.split}"
+        for key, value in sorted(ds.options.items()):
+            shown = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+            text += f"-{key}={shown}"
+        parts.append(re.sub(r"[^A-Za-z0-9=,._-]+", "_", text))
+    return Path(f"{checkpoint}.eval.{'+'.join(parts)}.json")
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate; print tables; write JSON on rank 0."""
     from ..engine.build import build_eval_dataset, dataset_label
-    from ..engine.checkpoint import CheckpointError
     from ..engine.config import DatasetConfig
     from ..engine.evaluate import evaluate_dataset
     from ..engine.metrics import format_metrics_table
-    from ..engine.process_group import destroy_process_group, init_process_group_from_env
     from ..engine.restore import restore_model
-    from ..engine.run_log import json_safe
-    from ..engine.trainer import inference_options
+    from ..engine.run_log import json_safe, metrics_in_percent, progress_reporter
+    from ..engine.trainer import _checked_dataset, inference_options
 
-    try:
-        context = init_process_group_from_env(args.device)
+    options = parse_options(args.options)
+    if options and args.dataset is None:
+        raise UserError("--option needs --dataset (the config's evaluation sets keep their own options)")
+    if args.num_workers < 0:
+        raise UserError(f"--num-workers must be >= 0, got {args.num_workers}")
+
+    def evaluate(context: Any) -> tuple[Any, list[Any], dict[str, Any]]:
         restored = restore_model(args.checkpoint, context.device)
-    except (CheckpointError, ValueError) as err:
-        raise UserError(str(err)) from None
-    cfg = restored.config
-    _apply_cli(cfg, args)
-    if args.dataset is not None:
-        datasets = [DatasetConfig(name=args.dataset, root=args.root, split=args.split)]
-    else:
-        datasets = list(cfg.data.val)
-    results: dict[str, Any] = {}
-    try:
+        cfg = restored.config
+        _apply_cli(cfg, args)
+        if args.dataset is not None:
+            datasets = [DatasetConfig(name=args.dataset, root=args.root, split=args.split, options=options)]
+        else:
+            datasets = list(cfg.data.val)
+        results: dict[str, Any] = {}
         for ds_cfg in datasets:
             label = dataset_label(ds_cfg)
             try:
-                dataset = build_eval_dataset(ds_cfg, cfg.eval.resize)
+                dataset = _checked_dataset("--dataset", ds_cfg, lambda: build_eval_dataset(ds_cfg, cfg.eval.resize))
             except (FileNotFoundError, ValueError) as err:
-                raise UserError(f"dataset {label}: {' '.join(str(err).split())}") from None
+                raise UserError(f"dataset {label}: {err}") from None
             if len(dataset.info.classes) != len(restored.classes):
                 raise UserError(f"dataset {label} has {len(dataset.info.classes)} classes, "
                                 f"the checkpoint's model {len(restored.classes)}")
-            try:
-                options = inference_options(cfg)
-                metrics = evaluate_dataset(restored.model, dataset, options, context.device,
-                                           cfg.data.eval_classes or dataset.info.eval_classes,
-                                           cfg.eval.batch_size, args.num_workers)
-            except ValueError as err:
-                raise UserError(" ".join(str(err).split())) from None
+            inference = inference_options(cfg)
+            progress = progress_reporter(f"eval {label}") if context.is_main else None
+            metrics = evaluate_dataset(restored.model, dataset, inference, context.device,
+                                       cfg.data.eval_classes or dataset.info.eval_classes,
+                                       cfg.eval.batch_size, args.num_workers, progress=progress)
             results[label] = metrics
             if context.is_main:
-                print(f"{label}: mIoU {100 * metrics['mIoU']:.2f}  (checkpoint {args.checkpoint}, "
-                      f"iteration {restored.iteration}, {options.mode}, scales {list(options.scales)}, "
-                      f"flip {options.flip})")
-                print(format_metrics_table(metrics))
-    finally:
-        destroy_process_group()
+                print(f"{label}: mIoU {100 * metrics['mIoU']:.2f}%  (checkpoint {args.checkpoint}, "
+                      f"iteration {restored.iteration}, {inference.mode}, scales {list(inference.scales)}, "
+                      f"flip {inference.flip})")
+                print(format_metrics_table(metrics), flush=True)
+        return restored, datasets, results
+
+    context, (restored, datasets, results) = in_process_group(args.device, evaluate)
     if context.is_main:
-        out = Path(args.out) if args.out else Path(str(args.checkpoint) + ".eval.json")
+        out = Path(args.out) if args.out else result_name(args.checkpoint, datasets)
         out.parent.mkdir(parents=True, exist_ok=True)
+        percent = {label: metrics_in_percent(m) for label, m in results.items()}
         out.write_text(json.dumps(json_safe({"checkpoint": str(args.checkpoint), "iteration": restored.iteration,
-                                             "results": results}), indent=1))
+                                             "unit": "%", "results": percent}), indent=1))
         print(f"metrics written to {out}")
     return 0

@@ -1,9 +1,14 @@
-"""``contraseg predict CHECKPOINT IMAGES... --out DIR``
+"""``contraseg predict CHECKPOINT IMAGES... --out DIR [--format color|trainid|labelid] [--overwrite]``
 
 Segments each image (a folder stands for the .png/.jpg/.jpeg files inside it) with
-a trained checkpoint and writes ``<name>_pred.png`` (the dataset's palette) and
-``<name>_overlay.png`` (the prediction blended on the input) under DIR. Inference
-uses the checkpoint config's ``eval`` section unless overridden here.
+a trained checkpoint. ``--format color`` (default) writes ``<name>_pred.png`` (the
+dataset's palette) and ``<name>_overlay.png`` (the prediction blended on the input);
+``trainid`` writes ``<name>.png`` holding the train ids (0..K-1); ``labelid`` writes
+``<name>.png`` in the training dataset's own label encoding (Cityscapes / GTA5:
+Cityscapes labelIds, so ``leftImg8bit`` file names give the files
+``cityscapesscripts``' evaluator looks for; ADE20K: 1..150; a dataset without a label
+table: train ids). DIR must be empty or ``--overwrite`` given. Inference uses the
+checkpoint config's ``eval`` section unless overridden here.
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import UserError
+import numpy as np
+
+from ._common import UserError, prepare_output_dir
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -27,6 +34,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scales", type=float, nargs="+", help="test-time scales")
     parser.add_argument("--flip", action="store_true", default=None, help="add horizontal-flip averaging")
     parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the prediction (default 0.5)")
+    parser.add_argument("--format", choices=("color", "trainid", "labelid"), default="color",
+                        help="color: palette PNG + overlay; trainid / labelid: label-map PNG (default color)")
+    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty --out, deleting its PNGs first")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="device type (default: CUDA if available)")
     parser.set_defaults(func=run)
 
@@ -48,13 +58,40 @@ def collect_images(items: list[str]) -> list[Path]:
     return paths
 
 
+def label_id_table(dataset_name: str, classes: list[str]) -> tuple[np.ndarray, str]:
+    """A 256-entry lookup train id -> the dataset's raw label id, and a note on what it is.
+
+    The raw id of class k is the smallest raw id that the dataset's label table maps to
+    the train id of the class named ``classes[k]`` (matched by name, so SYNTHIA's 13-class
+    models map correctly); the ignore index maps to the table's first void id (0).
+    """
+    from ..data.registry import get_dataset_class
+
+    table = getattr(get_dataset_class(dataset_name), "label_table", None)
+    info = getattr(get_dataset_class(dataset_name), "info", None)
+    lut = np.arange(256, dtype=np.uint8)
+    if table is None or info is None:
+        return lut, f"{dataset_name} has no label table: labelid = trainid"
+    train_of_name = {name: t for t, name in enumerate(info.classes)}
+    void = min((raw for raw, t in table.mapping.items() if t == table.ignore_index), default=0)
+    lut[:] = void
+    for k, name in enumerate(classes):
+        t = train_of_name.get(name)
+        raws = sorted(raw for raw, train in table.mapping.items() if train == t) if t is not None else []
+        if not raws:
+            raise UserError(f"--format labelid: class {name!r} of the checkpoint has no label id in {dataset_name}")
+        lut[k] = raws[0]
+    return lut, f"{dataset_name} label ids"
+
+
 def run(args: argparse.Namespace) -> int:
     """Predict every image and write the PNGs."""
     import torch
+    from PIL import Image
 
+    from .._io import atomic_write
     from ..data.base import read_rgb_image
     from ..data.transforms import image_to_tensor, normalize
-    from ..engine.checkpoint import CheckpointError
     from ..engine.inference import predict_labels
     from ..engine.prediction_images import save_prediction_images
     from ..engine.process_group import init_process_group_from_env
@@ -66,9 +103,9 @@ def run(args: argparse.Namespace) -> int:
     images = collect_images(args.images)
     try:
         device = init_process_group_from_env(args.device).device
-        restored = restore_model(args.checkpoint, device)
-    except (CheckpointError, ValueError) as err:
+    except ValueError as err:
         raise UserError(str(err)) from None
+    restored = restore_model(args.checkpoint, device)
     cfg = restored.config
     if args.mode is not None:
         cfg.eval.mode = args.mode
@@ -77,17 +114,25 @@ def run(args: argparse.Namespace) -> int:
     if args.flip:
         cfg.eval.flip = True
     options = inference_options(cfg)
+    lut = np.arange(256, dtype=np.uint8)
+    if args.format == "labelid":
+        lut, note = label_id_table(cfg.data.train.name, restored.classes)
+        print(f"--format labelid: {note}")
+    out = prepare_output_dir(args.out, args.overwrite, (".png",), "prediction")
     stems: dict[str, int] = {}
-    for path in images:
-        try:
-            rgb = read_rgb_image(path)
-        except ValueError as err:
-            raise UserError(str(err)) from None
+    for index, path in enumerate(images, start=1):
+        rgb = read_rgb_image(path)
         batch = normalize(image_to_tensor(rgb))[None].to(device)
         with torch.no_grad():
             prediction = predict_labels(restored.model, batch, **options.kwargs())[0].cpu().numpy()
         stem = path.stem if path.stem not in stems else f"{path.stem}_{stems[path.stem]}"
         stems[path.stem] = stems.get(path.stem, 0) + 1
-        pred_path, overlay_path = save_prediction_images(rgb, prediction, restored.palette, args.out, stem, args.alpha)
-        print(f"{path} -> {pred_path}, {overlay_path}")
+        if args.format == "color":
+            written = save_prediction_images(rgb, prediction, restored.palette, out, stem, args.alpha)
+        else:
+            target = out / f"{stem}.png"
+            mapped = lut[prediction.astype(np.int64).clip(0, 255)]
+            atomic_write(target, lambda handle, mapped=mapped: Image.fromarray(mapped).save(handle, format="PNG"))
+            written = (target,)
+        print(f"[{index}/{len(images)}] {path} -> {', '.join(str(p) for p in written)}", flush=True)
     return 0

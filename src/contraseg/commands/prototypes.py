@@ -59,10 +59,12 @@ def run_make(args: argparse.Namespace) -> int:
         raise UserError(f"--classes must be >= 1, got {args.classes}")
     if args.dim < 1:
         raise UserError(f"--dim must be >= 1, got {args.dim}")
-    try:
+    from ..engine.run_log import Heartbeat
+
+    if args.classes > 2 * args.dim:
+        print(f"optimising {args.classes} x {args.dim} prototypes (K > 2D: this can take minutes)", flush=True)
+    with Heartbeat(f"prototypes make K={args.classes} D={args.dim}"):
         protos = hyperspherical_prototypes(args.classes, args.dim, seed=args.seed)
-    except ValueError as err:
-        raise UserError(str(err)) from None
     save_prototypes(args.out, protos)
     print(format_separation(prototype_separation(protos), args.classes, args.dim))
     print(f"saved to {args.out}")

@@ -16,23 +16,9 @@ import argparse
 import json
 from typing import Any
 
-from ..cli import UserError
+from ._common import UserError, add_option_argument, in_process_group, parse_options, prepare_output_dir
 
-
-def parse_options(items: list[str]) -> dict[str, Any]:
-    """``["size=[64,128]", "length=100"]`` -> ``{"size": [64, 128], "length": 100}`` (YAML values)."""
-    import yaml
-
-    options: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"bad --option {item!r}: expected KEY=VALUE, e.g. --option length=100")
-        try:
-            options[key.strip()] = yaml.safe_load(value) if value.strip() else None
-        except yaml.YAMLError:
-            raise UserError(f"bad --option {item!r}: the value is not a YAML scalar or list") from None
-    return options
+__all__ = ["add_dataset_arguments", "add_parser", "parse_options", "run"]
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser, split: str = "train") -> None:
@@ -40,8 +26,7 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, split: str = "train")
     parser.add_argument("--dataset", required=True, help="dataset name, e.g. cityscapes or synthetic-target")
     parser.add_argument("--root", help="dataset root folder")
     parser.add_argument("--split", default=split, help=f"dataset split (default {split})")
-    parser.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
-                        help="dataset keyword argument, e.g. --option size=[64,128] (repeatable)")
+    add_option_argument(parser)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -50,7 +35,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                    description=" ".join(__doc__.split("\n\n")[1].split()))
     parser.add_argument("checkpoint", help="a .pth written by contraseg train (or an adaptation run)")
     add_dataset_arguments(parser)
-    parser.add_argument("--out", required=True, help="pseudo-label folder")
+    parser.add_argument("--out", required=True, help="pseudo-label folder (must be empty unless --overwrite)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a non-empty --out, deleting its earlier PNGs and summary first")
     parser.add_argument("--threshold", type=float, default=0.9,
                         help="global confidence threshold, the cap of class-wise ones (default 0.9)")
     parser.add_argument("--class-percentile", type=float, metavar="P",
@@ -71,11 +58,10 @@ def run(args: argparse.Namespace) -> int:
     """Label the split, write the PNGs and summary.json, print the per-class table."""
     from ..adapt.pseudo_labels import LabellingOptions, format_summary, generate_pseudo_labels
     from ..engine.build import build_eval_dataset
-    from ..engine.checkpoint import CheckpointError
     from ..engine.config import DatasetConfig
-    from ..engine.process_group import destroy_process_group, init_process_group_from_env
     from ..engine.restore import restore_model
-    from ..engine.trainer import inference_options
+    from ..engine.run_log import progress_reporter
+    from ..engine.trainer import _checked_dataset, inference_options
 
     _check_fraction("--threshold", args.threshold)
     _check_fraction("--class-percentile", args.class_percentile)
@@ -83,33 +69,32 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and value < minimum:
             raise UserError(f"{name} must be >= {minimum}, got {value}")
     options = parse_options(args.options)
-    try:
-        context = init_process_group_from_env(args.device)
+
+    def label(context: Any) -> dict[str, Any]:
         restored = restore_model(args.checkpoint, context.device)
-    except (CheckpointError, ValueError) as err:
-        raise UserError(str(err)) from None
-    cfg = restored.config
-    if args.mode is not None:
-        cfg.eval.mode = args.mode
-    ds_cfg = DatasetConfig(name=args.dataset, root=args.root, split=args.split, options=options)
-    try:
+        cfg = restored.config
+        if args.mode is not None:
+            cfg.eval.mode = args.mode
+        ds_cfg = DatasetConfig(name=args.dataset, root=args.root, split=args.split, options=options)
         try:
-            dataset = build_eval_dataset(ds_cfg, cfg.eval.resize)
-        except (FileNotFoundError, TypeError, ValueError) as err:
-            raise UserError(f"dataset {args.dataset}/{args.split}: {' '.join(str(err).split())}") from None
+            dataset = _checked_dataset("--dataset", ds_cfg, lambda: build_eval_dataset(ds_cfg, cfg.eval.resize))
+        except (FileNotFoundError, ValueError) as err:
+            raise UserError(f"dataset {args.dataset}/{args.split}: {err}") from None
         if len(dataset.info.classes) != len(restored.classes):
             raise UserError(f"dataset {args.dataset} has {len(dataset.info.classes)} classes, "
                             f"the checkpoint's model {len(restored.classes)}")
+        prepare_output_dir(args.out, args.overwrite, (".png", ".json"), "pseudo-label", delete=context.is_main)
+        from ..engine.process_group import barrier
+
+        barrier()
         labelling = LabellingOptions(inference=inference_options(cfg).kwargs(),
                                      batch_size=args.batch_size or cfg.eval.batch_size, num_workers=args.num_workers)
-        try:
-            summary = generate_pseudo_labels(restored.model, dataset, args.out, threshold=args.threshold,
-                                             class_percentile=args.class_percentile, options=labelling,
-                                             device=context.device)
-        except ValueError as err:
-            raise UserError(" ".join(str(err).split())) from None
-    finally:
-        destroy_process_group()
+        progress = (lambda name: progress_reporter(f"pseudo-label {name}")) if context.is_main else None
+        return generate_pseudo_labels(restored.model, dataset, args.out, threshold=args.threshold,
+                                      class_percentile=args.class_percentile, options=labelling,
+                                      device=context.device, progress=progress)
+
+    context, summary = in_process_group(args.device, label)
     if context.is_main:
         print(format_summary(summary))
         print(json.dumps({"out": args.out, "images": summary["images"], "kept_fraction": summary["kept_fraction"]}))

@@ -4,7 +4,11 @@ Trains a segmentor from a YAML config (see ``configs/`` and
 :mod:`contraseg.engine.config`). Under ``torchrun --nproc_per_node N -m contraseg train
 CONFIG`` it runs distributed data parallel. The run directory (default
 ``runs/<config name>``) receives ``last.pth``, ``best.pth``, ``config.yaml``,
-``log.jsonl``, ``eval/`` and ``tensorboard/``.
+``log.jsonl``, ``eval/`` and ``tensorboard/``. A run folder holds one run: a non-empty
+one is refused unless you continue it (``--resume auto``) or start afresh
+(``--overwrite``); a resume with a changed training setting is refused unless
+``--resume-changed``. Ctrl-C (or SIGTERM) finishes the current step, saves ``last.pth``
+and exits with 130 (143).
 """
 
 from __future__ import annotations
@@ -12,53 +16,71 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
-from ..cli import UserError
+from ._common import Interrupted, add_run_arguments, in_process_group, prepare_run_dir, set_threads
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``train``."""
     parser = subparsers.add_parser("train", help="train a segmentor from a YAML config",
                                    description=" ".join(__doc__.split("\n\n")[1].split()))
-    parser.add_argument("config", help="YAML config file")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set optim.lr=0.02 (repeatable)")
-    parser.add_argument("--resume", metavar="PATH|auto",
-                        help="continue from a checkpoint; 'auto' = RUN_DIR/last.pth if it exists")
-    parser.add_argument("--run-dir", help="output folder (default runs/<config name>)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), help="device type (default: CUDA if available)")
+    add_run_arguments(parser, "optim.lr=0.02")
     parser.set_defaults(func=run)
 
 
+def resume_hint(command: str, args: argparse.Namespace, run_dir: Path) -> str:
+    """The command line that continues an interrupted run."""
+    sets = "".join(f" --set {item}" for item in args.overrides)
+    return f"{command} {args.config}{sets} --run-dir {run_dir} --resume auto"
+
+
+def start_run(args: argparse.Namespace, run_dir: Path, command: str, fit: Any) -> tuple[Any, dict[str, Any]]:
+    """What ``train`` and ``adapt`` share around ``fit(context)``: the run-folder check,
+    the process group, and an interruption turned into a resume hint (exit 130 / 143)."""
+    from ..engine.process_group import barrier
+    from ..engine.trainer import TrainingInterrupted
+
+    def body(context: Any) -> dict[str, Any]:
+        prepare_run_dir(run_dir, args.resume, args.overwrite, delete=context.is_main)
+        barrier()
+        try:
+            return fit(context)
+        except TrainingInterrupted as err:
+            raise Interrupted(f"{err}; resume with: {resume_hint(command, args, run_dir)}",
+                              128 + err.signum) from None
+
+    return in_process_group(args.device, body)
+
+
+def percent(value: float | None) -> float | None:
+    """A fraction as a percentage rounded to 0.01 (None stays None)."""
+    return None if value is None else round(100.0 * value, 2)
+
+
+def print_summary(summary: dict[str, Any], run_dir: Path | str, **extra: Any) -> None:
+    """The closing JSON line and the ``done:`` line of ``train`` and ``adapt``."""
+    best = summary["best"]
+    best_text = "n/a" if best["mIoU"] is None else f"{100 * best['mIoU']:.2f}% at iteration {best['iteration']}"
+    print(json.dumps({"run_dir": str(run_dir), **extra, "iteration": summary["iteration"],
+                      "best_mIoU": percent(best["mIoU"]), "best_iteration": best["iteration"]}))
+    print(f"done: {summary['iteration']} iterations, best mIoU {best_text}; checkpoints in {run_dir}", flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
-    """Load the config, train, print a summary; user errors become :class:`UserError`."""
-    from ..engine.checkpoint import CheckpointError
-    from ..engine.config import ConfigError
+    """Load the config, train, print a summary."""
     from ..engine.config_io import load_config
-    from ..engine.process_group import destroy_process_group, init_process_group_from_env
     from ..engine.trainer import Trainer
 
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as err:
-        raise UserError(str(err)) from None
+    set_threads(args.threads)
+    cfg = load_config(args.config, args.overrides)
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / cfg.name
-    try:
-        context = init_process_group_from_env(args.device)
-    except ValueError as err:
-        raise UserError(str(err)) from None
-    try:
-        try:
-            trainer = Trainer(cfg, run_dir, resume=args.resume, context=context)
-        except (CheckpointError, ConfigError, FileNotFoundError, ValueError) as err:
-            raise UserError(" ".join(str(err).split())) from None
-        summary = trainer.fit()
-    finally:
-        destroy_process_group()
+
+    def fit(context: Any) -> dict[str, Any]:
+        trainer = Trainer(cfg, run_dir, resume=args.resume, context=context, resume_changed=args.resume_changed)
+        return trainer.fit()
+
+    context, summary = start_run(args, run_dir, "contraseg train", fit)
     if context.is_main:
-        best = summary["best"]
-        best_text = "n/a" if best["mIoU"] is None else f"{100 * best['mIoU']:.2f} at iteration {best['iteration']}"
-        print(json.dumps({"run_dir": str(run_dir), "iteration": summary["iteration"], "best_mIoU": best["mIoU"],
-                          "best_iteration": best["iteration"]}))
-        print(f"done: {summary['iteration']} iterations, best mIoU {best_text}; checkpoints in {run_dir}")
+        print_summary(summary, run_dir)
     return 0

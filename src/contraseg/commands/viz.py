@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cli import UserError
+from ._common import parse_options
 
 VIZ_INSTALL_HINT = "contraseg viz needs matplotlib and scikit-learn: pip install contraseg[viz]"
 
@@ -32,8 +33,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     embed.add_argument("--dataset", help="dataset name (default: the checkpoint config's first data.val entry)")
     embed.add_argument("--root", help="dataset root folder")
     embed.add_argument("--split", help="dataset split (default: val, or the config's)")
-    embed.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
-                       help="extra dataset keyword argument, VALUE read as YAML (repeatable), e.g. size=[64,128]")
+    embed.add_argument("--option", "--dataset-option", dest="dataset_option", action="append", default=[],
+                       metavar="KEY=VALUE",
+                       help="dataset keyword argument, VALUE read as YAML (repeatable), e.g. --option size=[64,128]")
     embed.add_argument("--pixels", type=int, default=20000, help="pixel budget, shared equally by classes (default 20000)")
     embed.add_argument("--images", type=int, default=10, help="images used from the start of the split (default 10)")
     embed.add_argument("--method", choices=("tsne", "umap", "pca"), default="tsne", help="2-D projection (default tsne)")
@@ -89,21 +91,6 @@ def _write_outputs(fig: Any, png: Path, numbers: dict[str, Any]) -> Path:
     return report
 
 
-def _parse_options(items: list[str]) -> dict[str, Any]:
-    import yaml
-
-    options: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--dataset-option must be KEY=VALUE, got {item!r}")
-        try:
-            options[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError as err:
-            raise UserError(f"--dataset-option {key}: value {value!r} is not YAML ({str(err).splitlines()[0]})") from None
-    return options
-
-
 # --------------------------------------------------------------------------- embed
 def _device(name: str | None) -> Any:
     import torch
@@ -138,7 +125,7 @@ def _build_dataset(args: argparse.Namespace, config: Any, num_classes: int) -> t
     else:
         first = config.data.val[0]
         name, root, split, options = first.name, args.root or first.root, args.split or first.split, dict(first.options)
-    options.update(_parse_options(args.dataset_option))
+    options.update(parse_options(args.dataset_option, flag="--dataset-option"))
     resize = args.resize if args.resize is not None else config.eval.resize
     if resize is not None and resize < 1:
         raise UserError(f"--resize must be >= 1, got {resize}")

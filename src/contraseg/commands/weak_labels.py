@@ -1,5 +1,5 @@
 """``contraseg weak-labels --kind image|point|coarse --dataset NAME [--root R] [--split train]
-[--option KEY=VALUE ...] --out DIR [--seed S]``
+[--option KEY=VALUE ...] --out DIR [--seed S] [--overwrite]``
 
 Makes weak labels of a split from its full labels, deterministically (the same seed
 gives the same files): ``image`` writes ``DIR/image_labels.json`` (sample name -> class
@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..cli import UserError
-from .pseudo_label import add_dataset_arguments, parse_options
+from ._common import UserError, parse_options, prepare_output_dir
+from .pseudo_label import add_dataset_arguments
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +27,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                    description=" ".join(__doc__.split("\n\n")[1].split()))
     parser.add_argument("--kind", required=True, choices=("image", "point", "coarse"), help="weak label kind")
     add_dataset_arguments(parser)
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out", required=True, help="output folder (must be empty unless --overwrite)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a non-empty --out, deleting its earlier PNGs / JSON first")
     parser.add_argument("--seed", type=int, default=0, help="seed of the point draws (default 0)")
     parser.add_argument("--min-size", type=int, default=16, help="point: smallest region that gets a point (px, default 16)")
     parser.add_argument("--points", type=int, default=1, help="point: labelled pixels per region (default 1)")
@@ -58,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, TypeError, ValueError) as err:
         raise UserError(f"dataset {args.dataset}/{args.split}: {' '.join(str(err).split())}") from None
     drop = [name.strip() for name in args.drop.split(",") if name.strip()]
+    prepare_output_dir(args.out, args.overwrite, (".png", ".json"), "weak-label")
     try:
         summary = make_weak_labels(dataset, args.kind, args.out, seed=args.seed, min_size=args.min_size,
                                    points=args.points, connectivity=args.connectivity, radius=args.radius,

@@ -6,7 +6,10 @@
 * unreadable or truncated files,
 * images whose size differs from their label's,
 * raw label values outside the dataset's id table (not a defined id, not its void id),
-* the class histogram: pixel count per train id, plus ignored pixels.
+* the class histogram: pixel count per train id, plus ignored pixels,
+* a split with no image, no label folder, or (when every sample was read) no
+  labelled pixel at all: nothing to train or evaluate on (a misnamed label folder
+  reads as an unlabeled split).
 
 It never raises for a problem in the data; a missing root or split folder raises a
 one-line FileNotFoundError from the dataset's own listing.
@@ -85,7 +88,8 @@ def check_dataset(
     """Check the files of dataset ``name`` under ``root``.
 
     Args:
-        name: a registered dataset name stored as files (cityscapes, gta5, synthia, ade20k).
+        name: a registered dataset name stored as files (cityscapes, gta5, synthia, ade20k,
+            pascal-context, coco-stuff).
         root: the dataset root.
         split: the split (the dataset's default when None).
         limit: read at most this many samples (None: all); listing checks cover all.
@@ -124,12 +128,22 @@ def check_dataset(
     for orphan in listing.orphan_labels():
         report.problems.append(f"label without image: {labels[orphan]}")
 
+    if not listing.images:
+        report.problems.append(f"no images: split {dataset.split} of {name} under {dataset.root} lists 0 images")
+    elif listing.labels is None:
+        report.problems.append(f"no label folder: split {dataset.split} of {name} under {dataset.root} has no labels, "
+                               "so nothing to train or evaluate on (is the label folder misnamed?)")
+
     samples = dataset.samples if limit is None else dataset.samples[: max(0, limit)]
     for done, sample in enumerate(samples, start=1):
         _check_sample(dataset, sample.image, sample.label, report)
         report.checked = done
         if progress is not None:
             progress(done, len(samples))
+    labelled = int(report.histogram.sum())
+    if listing.labels and report.checked == len(dataset.samples) and report.checked and labelled == 0:
+        report.problems.append(f"no labelled pixel: every pixel of the {report.checked} labels of split "
+                               f"{dataset.split} under {dataset.root} is ignored")
     return report
 
 

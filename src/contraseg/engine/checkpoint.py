@@ -40,8 +40,17 @@ class CheckpointError(ValueError):
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save(obj)`` to ``path`` through a same-directory temp file and ``os.replace``."""
-    atomic_write(path, lambda handle: torch.save(obj, handle))
+    """``torch.save(obj)`` to ``path`` through a same-directory temp file and ``os.replace``.
+
+    An OSError (a full disk, no permission) is re-raised naming ``path``; the old file
+    at ``path`` is untouched and the temp file removed.
+    """
+    try:
+        atomic_write(path, lambda handle: torch.save(obj, handle))
+    except OSError as err:
+        if err.filename is not None and str(err.filename) == str(path):
+            raise
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from err
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:

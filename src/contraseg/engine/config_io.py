@@ -2,14 +2,18 @@
 
 A file may start with ``_base_: other.yaml`` (or a list of files), paths relative to
 the including file. Bases are merged in order, then the file itself on top; mappings
-merge key by key, anything else (lists included) is replaced whole. ``--set`` overrides
+merge key by key, anything else (lists included) is replaced whole. A mapping with the
+key ``_replace_: true`` replaces the inherited mapping instead of merging into it (so a
+child config can drop inherited keys, e.g. dataset ``options``). ``--set`` overrides
 are applied last, e.g. ``--set optim.lr=0.02 --set data.crop_size=[256,512]`` (the value
-is parsed as a YAML scalar or list).
+is parsed as a YAML scalar or list); a list item is addressed by its index,
+``--set data.val.0.options.length=4`` or ``--set data.val[0].options.length=4``.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -18,14 +22,33 @@ import yaml
 from .config import Config, ConfigError, config_from_dict, config_to_dict
 
 BASE_KEY = "_base_"
+REPLACE_KEY = "_replace_"
+
+
+def _without_replace(value: Any, where: str = "") -> Any:
+    """A copy of ``value`` with every ``_replace_`` key removed (checked to be a boolean)."""
+    if isinstance(value, dict):
+        flag = value.get(REPLACE_KEY, False)
+        if not isinstance(flag, bool):
+            raise ConfigError(f"config key {where + '.' if where else ''}{REPLACE_KEY}: expected true or false, "
+                              f"got {flag!r}")
+        return {k: _without_replace(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()
+                if k != REPLACE_KEY}
+    if isinstance(value, list):
+        return [_without_replace(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    return copy.deepcopy(value)
 
 
 def merge_dicts(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """Recursive merge: mappings merge key by key, other values in ``update`` win."""
+    """Recursive merge: mappings merge key by key, other values in ``update`` win; a
+    mapping in ``update`` with ``_replace_: true`` replaces the base's mapping whole."""
     merged = copy.deepcopy(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        replace = isinstance(value, dict) and value.get(REPLACE_KEY) is True
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and not replace:
             merged[key] = merge_dicts(merged[key], value)
+        elif replace:
+            merged[key] = _without_replace(value, str(key))
         else:
             merged[key] = copy.deepcopy(value)
     return merged
@@ -61,13 +84,14 @@ def load_raw_config(path: str | Path, _stack: tuple[Path, ...] = ()) -> dict[str
     merged: dict[str, Any] = {}
     for base in bases:
         merged = merge_dicts(merged, load_raw_config(path.parent / base, _stack + (path,)))
-    return merge_dicts(merged, data)
+    return _without_replace(merge_dicts(merged, data))
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"optim.lr=0.02"`` -> ``(["optim", "lr"], 0.02)``; the value is read as YAML."""
+    """``"optim.lr=0.02"`` -> ``(["optim", "lr"], 0.02)``; the value is read as YAML.
+    ``data.val[0].split=x`` reads as ``data.val.0.split=x``."""
     key, sep, value = text.partition("=")
-    key = key.strip()
+    key = re.sub(r"\[(\d+)\]", r".\1", key.strip())
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"bad override {text!r}: expected key.sub=value, e.g. optim.lr=0.02")
     try:
@@ -82,16 +106,36 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
     result = copy.deepcopy(raw)
     for text in overrides:
         keys, value = parse_override(text)
-        node = result
-        for depth, part in enumerate(keys[:-1]):
+        node: Any = result
+        for depth, part in enumerate(keys):
+            where = ".".join(keys[:depth])
+            last = depth == len(keys) - 1
+            if isinstance(node, list):
+                if not part.isdigit():
+                    raise ConfigError(f"bad override {text!r}: config key {where} is a list; "
+                                      f"address an item by its index, e.g. {where}.0")
+                index = int(part)
+                if index >= len(node):
+                    raise ConfigError(f"bad override {text!r}: config key {where} has {len(node)} item(s), "
+                                      f"no index {index}")
+                if last:
+                    node[index] = value
+                else:
+                    node = node[index]
+                continue
+            if not isinstance(node, dict):
+                raise ConfigError(f"bad override {text!r}: config key {where} is not a section")
+            if last:
+                node[part] = value
+                break
             child = node.get(part)
             if child is None:
+                if keys[depth + 1].isdigit():
+                    full = ".".join(keys[: depth + 1])
+                    raise ConfigError(f"bad override {text!r}: config key {full} is not set in the config, "
+                                      f"so it has no item {keys[depth + 1]}; set the whole list instead")
                 child = node[part] = {}
-            if not isinstance(child, dict):
-                where = ".".join(keys[: depth + 1])
-                raise ConfigError(f"bad override {text!r}: config key {where} is not a section")
             node = child
-        node[keys[-1]] = value
     return result
 
 

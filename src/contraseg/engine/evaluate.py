@@ -8,7 +8,7 @@ ranks: the result equals the single-process one exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -52,12 +52,14 @@ def evaluate_confusion(
     batch_size: int = 1,
     num_workers: int = 0,
     autocast_dtype: torch.dtype | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """K x K confusion matrix of ``model`` over ``dataset`` (summed over all ranks).
 
     Each batch's class scores come from ``contraseg.engine.inference.predict_logits``
     (B x K x H x W, bilinearly resized to the label size when the image was resized);
-    the prediction is their argmax.
+    the prediction is their argmax. ``progress(done, total)`` is called after each batch
+    with this rank's image counts.
     """
     from .inference import predict_logits
 
@@ -67,6 +69,7 @@ def evaluate_confusion(
     shard = Subset(dataset, shard_indices(len(dataset), rank(), world_size()))
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+    done = 0
     try:
         for batch in loader:
             images = batch["image"].to(device, non_blocking=True)
@@ -79,6 +82,9 @@ def evaluate_confusion(
             if tuple(logits.shape[-2:]) != tuple(labels.shape[-2:]):  # image resized, label native
                 logits = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False)
             confusion += confusion_matrix(logits.argmax(1), labels, num_classes, ignore_index)
+            done += images.shape[0]
+            if progress is not None:
+                progress(done, len(shard))
     finally:
         net.train(was_training)
     return all_reduce_sum(confusion).cpu()
@@ -93,16 +99,26 @@ def evaluate_dataset(
     batch_size: int = 1,
     num_workers: int = 0,
     autocast_dtype: torch.dtype | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``model`` on ``dataset`` (class names and ignore index from ``dataset.info``).
 
     Returns :func:`contraseg.engine.metrics.compute_metrics`'s dict plus ``confusion``
     (K x K nested lists).
+
+    Raises:
+        ValueError: the dataset has no labelled pixel (every label is the ignore index,
+            e.g. a misnamed label folder), so the mIoU is undefined.
     """
     info = dataset.info
     num_classes = len(info.classes)
     confusion = evaluate_confusion(model, dataset, num_classes, options, device, info.ignore_index,
-                                   batch_size, num_workers, autocast_dtype)
+                                   batch_size, num_workers, autocast_dtype, progress)
+    if int(confusion.sum()) == 0:
+        where = getattr(dataset, "root", None)
+        raise ValueError(f"dataset {info.name}/{getattr(dataset, 'split', '?')}"
+                         f"{f' under {where}' if where else ''} has no labelled pixel (every label is ignored, "
+                         "or the label folder is missing): its mIoU is undefined")
     metrics = compute_metrics(confusion, info.classes, eval_classes)
     metrics["confusion"] = confusion.tolist()
     return metrics

@@ -17,6 +17,17 @@ evaluation of that iteration. Both are complete training states (see
 model, optimiser, GradScaler, regulariser buffers, the RNG states of every rank and
 the position in the sample stream (a function of the iteration) are restored.
 
+Resuming compares the checkpoint's config with the requested one: a difference in a
+key that changes training (anything but :data:`NON_TRAINING_KEYS`) is refused with the
+list of keys unless ``resume_changed``; then the new values are used (the optimiser's
+hyper-parameters included), ``config.yaml`` holds them and ``log.jsonl`` records the
+change. SIGINT / SIGTERM during :meth:`Trainer.fit` finish the current step, write
+``last.pth`` and raise :class:`TrainingInterrupted`. Temporary files of a killed write
+(``.last.pth.*.tmp``) are removed when a trainer starts in the folder.
+
+Progress: with a terminal, a tqdm bar; otherwise a plain line (loss terms, lr, it/s,
+ETA) every ``log_interval`` iterations and at least every :data:`PRINT_EVERY`.
+
 Under ``torchrun`` (WORLD_SIZE > 1) the model is wrapped in DistributedDataParallel
 (BatchNorm -> SyncBatchNorm with ``model.sync_bn`` on GPUs; torch has no CPU
 SyncBatchNorm), each rank reads its shard of the stream, evaluation is sharded and its
@@ -28,12 +39,15 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+import yaml
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -49,12 +63,91 @@ from .precision import resolve_precision
 from .process_group import ProcessContext, barrier, init_process_group_from_env
 from .regularisers import build_regulariser
 from .rng import capture_rng_state, restore_rng_state, seed_everything
-from .run_log import RunLogger, json_safe
+from .run_log import RunLogger, json_safe, metrics_in_percent
 from .sampling import InfiniteShardedSampler, SeededDataset
 from .step import StepParts, training_step
 
 LAST = "last.pth"
 BEST = "best.pth"
+PRINT_EVERY = 50  # without a terminal, a progress line at least every this many iterations
+
+# Config keys a resume may change freely: they do not change what is trained.
+NON_TRAINING_KEYS = ("name", "data.val", "data.num_workers", "data.eval_classes", "eval", "train.log_interval",
+                     "train.eval_interval", "train.checkpoint_interval", "train.tensorboard")
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT / SIGTERM stopped :meth:`Trainer.fit` after it saved ``checkpoint``."""
+
+    def __init__(self, signum: int, iteration: int, checkpoint: Path) -> None:
+        name = signal.Signals(signum).name
+        super().__init__(f"interrupted by {name} at iteration {iteration}; saved {checkpoint}")
+        self.signum, self.iteration, self.checkpoint = signum, iteration, checkpoint
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay whole values)."""
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+def config_changes(stored: dict[str, Any], requested: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{dotted key: (stored value, requested value)}`` for every key that differs and
+    changes training (keys under :data:`NON_TRAINING_KEYS` are left out)."""
+    old, new = _flatten(stored), _flatten(requested)
+    changes = {}
+    for key in sorted(set(old) | set(new)):
+        if any(key == k or key.startswith(k + ".") for k in NON_TRAINING_KEYS):
+            continue
+        if old.get(key) != new.get(key):
+            changes[key] = (old.get(key), new.get(key))
+    return changes
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the temporary files a killed atomic write leaves (``.NAME.*.tmp``,
+    ``log.jsonl.tmp``) in ``run_dir``; returns what was removed."""
+    removed = []
+    if run_dir.is_dir():
+        for path in list(run_dir.glob(".*.tmp")) + list(run_dir.glob("*.jsonl.tmp")):
+            if path.is_file():
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+class StopRequest:
+    """While active, SIGINT / SIGTERM only set :attr:`signum` (a second SIGINT raises
+    KeyboardInterrupt at once). Handlers are installed only in the main thread."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C to the main process, which finishes its step."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
@@ -69,6 +162,40 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
     if not path.is_file():
         raise FileNotFoundError(f"--resume: checkpoint not found: {path}")
     return path
+
+
+def _checked_dataset(key: str, ds_cfg: Any, build: Any) -> Any:
+    """``build()``, with a wrong dataset option or a missing root as a one-line ValueError naming ``key``."""
+    try:
+        return build()
+    except TypeError as err:
+        from ..data.check import _constructor_options
+        from ..data.registry import get_dataset_class
+
+        cls = get_dataset_class(ds_cfg.name)
+        allowed = sorted(_constructor_options(cls)) if isinstance(cls, type) else []
+        text = str(err)
+        if "required positional argument" in text and "root" in text:
+            raise ValueError(f"config key {key}.root: dataset {ds_cfg.name} needs a root folder") from None
+        unknown = sorted(set(ds_cfg.options) - set(allowed)) if allowed else []
+        if unknown:
+            raise ValueError(f"config key {key}.options.{unknown[0]}: dataset {ds_cfg.name} has no option "
+                             f"{unknown[0]!r}; options: {', '.join(allowed) or 'none'}") from None
+        raise ValueError(f"config key {key}: dataset {ds_cfg.name}: {text}") from None
+
+
+def _checked_model(kwargs: dict[str, Any]) -> nn.Module:
+    """``build_model(kwargs)``; an unreadable ``model.pretrained`` file is a one-line ValueError."""
+    try:
+        return build_model(kwargs)
+    except (ValueError, OSError):
+        raise
+    except Exception as err:  # noqa: BLE001 - torch.load raises RuntimeError / pickle errors on a bad file
+        if not kwargs.get("pretrained"):
+            raise
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ValueError(f"config key model.pretrained: {kwargs['pretrained']} is not a readable weights file "
+                         f"({type(err).__name__}: {reason})") from None
 
 
 def inference_options(cfg: Config) -> InferenceOptions:
@@ -88,27 +215,38 @@ class Trainer:
         resume: None, ``"auto"`` or a checkpoint path (see :func:`resolve_resume`).
         context: process/device; by default from the torchrun env vars.
         progress: show a progress bar on a terminal.
+        resume_changed: accept a resume whose config changes training keys.
     """
 
     runs_adaptation = False  # subclasses in contraseg.adapt train configs with an adapt: section
 
     def __init__(self, cfg: Config, run_dir: str | Path, resume: str | None = None,
-                 context: ProcessContext | None = None, progress: bool = True) -> None:
+                 context: ProcessContext | None = None, progress: bool = True, resume_changed: bool = False) -> None:
         if cfg.adapt is not None and not self.runs_adaptation:
             raise ValueError("the config has an adapt: section; train it with contraseg adapt (or python -m contraseg.adapt)")
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.ctx = context or init_process_group_from_env()
         self.device = self.ctx.device
+        self.resume_changed = resume_changed
+        self.config_changes: dict[str, tuple[Any, Any]] = {}
+        if self.ctx.is_main:
+            remove_stale_temporaries(self.run_dir)
         if cfg.train.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         seed_everything(cfg.train.seed)
 
-        self.train_set = build_train_dataset(cfg.data)
+        self.train_set = _checked_dataset("data.train", cfg.data.train, lambda: build_train_dataset(cfg.data))
+        listing = getattr(self.train_set, "listing", None)
+        if listing is not None and listing.labels is None and not cfg.data.train.options.get("pseudo_label_dir"):
+            raise ValueError(f"data.train: dataset {dataset_label(cfg.data.train)} under {self.train_set.root} has no "
+                             "label folder, so no labelled pixel to train on (check the root's layout)")
         self.info = self.train_set.info
         self.num_classes = len(self.info.classes)
         self.ignore_index = int(self.info.ignore_index)
-        self.val_sets = [(dataset_label(v), build_eval_dataset(v, cfg.eval.resize)) for v in cfg.data.val]
+        self.val_sets = [(dataset_label(v), _checked_dataset(f"data.val[{i}]", v,
+                                                             lambda v=v: build_eval_dataset(v, cfg.eval.resize)))
+                         for i, v in enumerate(cfg.data.val)]
         for label, dataset in self.val_sets:
             if len(dataset.info.classes) != self.num_classes:
                 raise ValueError(
@@ -116,7 +254,7 @@ class Trainer:
                 )
 
         self.model_config = segmentor_kwargs(cfg.model, self.num_classes)
-        model = build_model(self.model_config).to(self.device)
+        model = _checked_model(self.model_config).to(self.device)
         if self.ctx.distributed and cfg.model.sync_bn:
             if self.device.type == "cpu":  # torch's SyncBatchNorm runs on accelerators only
                 if self.ctx.is_main:
@@ -157,8 +295,11 @@ class Trainer:
         self.logger = RunLogger(self.run_dir, enabled=self.ctx.is_main, total_iters=cfg.schedule.max_iters,
                                 start_iter=self.iteration, tensorboard=cfg.train.tensorboard, progress=progress)
         if self.ctx.is_main:
-            if resume_path is not None:
+            if resume is not None:  # drop what a stopped run logged after its last checkpoint
                 self.logger.truncate_after(self.iteration)
+            if self.config_changes:
+                self.logger.log_record({"type": "config_change", "iteration": self.iteration,
+                                        "changes": {k: {"from": a, "to": b} for k, (a, b) in self.config_changes.items()}})
             (self.run_dir / "config.yaml").write_text(config_to_yaml(cfg))
 
     # ------------------------------------------------------------------ state
@@ -170,8 +311,15 @@ class Trainer:
         for key in ("optimizer", "scaler", "regulariser", "rng", "sampler", "best"):
             if key not in state:
                 raise ValueError(f"{path}: not a training checkpoint (no {key!r}); use it with eval or predict")
+        self._compare_configs(path, state["config"])
+        fresh = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as err:
+            raise ValueError(f"{path}: its optimiser state does not fit the config's optimiser ({err})") from None
+        for group, hyper in zip(self.optimizer.param_groups, fresh):
+            group.update(hyper)  # the config's lr / momentum / decay (the same unless resume_changed)
         if state["scaler"]:  # empty when saved without fp16 (e.g. on CPU): keep the fresh scaler
             self.precision.scaler.load_state_dict(state["scaler"])
         self.regulariser.load_state_dict(state["regulariser"])
@@ -183,6 +331,28 @@ class Trainer:
             return states[self.ctx.rank]
         seed_everything(self.cfg.train.seed + 1_000_003 * self.iteration + self.ctx.rank)
         return None
+
+    def _compare_configs(self, path: Path, stored_yaml: str) -> None:
+        """Refuse a resume whose config changes training, unless ``resume_changed``."""
+        from .config import ConfigError
+        from .config_io import config_from_yaml
+
+        try:  # through the config class, so a key added since the checkpoint compares as its default
+            stored = yaml.safe_load(config_to_yaml(config_from_yaml(stored_yaml)))
+        except (ConfigError, yaml.YAMLError, TypeError):
+            stored = yaml.safe_load(stored_yaml) if isinstance(stored_yaml, str) else None
+        if not isinstance(stored, dict):
+            return
+        requested = yaml.safe_load(config_to_yaml(self.cfg))
+        changes = config_changes(stored, requested)
+        if changes and not self.resume_changed:
+            shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changes.items())[:6])
+            more = f" (and {len(changes) - 6} more)" if len(changes) > 6 else ""
+            raise ValueError(f"--resume {path}: the config changes training keys ({shown}{more}); "
+                             "pass --resume-changed to continue with the new values, or start a new run")
+        self.config_changes = changes
+        if changes and self.ctx.is_main:
+            print(f"resuming with changed config keys: {', '.join(changes)}", flush=True)
 
     def _gather_rng_states(self) -> list[dict[str, Any]]:
         """Every rank's RNG state, in rank order (collective under DDP)."""
@@ -232,7 +402,7 @@ class Trainer:
         return DataLoader(
             SeededDataset(self.train_set), batch_size=self.cfg.data.batch_size, sampler=sampler,
             num_workers=workers, drop_last=True, pin_memory=self.device.type == "cuda",
-            persistent_workers=workers > 0,
+            persistent_workers=workers > 0, worker_init_fn=_ignore_sigint if workers > 0 else None,
             generator=torch.Generator().manual_seed(self.cfg.train.seed),  # keeps the global RNG untouched
         )
 
@@ -261,23 +431,52 @@ class Trainer:
         for label, dataset in self.val_sets:
             metrics = evaluate_dataset(self.model, dataset, options, self.device, self.cfg.data.eval_classes
                                        or dataset.info.eval_classes, self.cfg.eval.batch_size,
-                                       self.cfg.data.num_workers, self.precision.dtype)
+                                       self.cfg.data.num_workers, self.precision.dtype,
+                                       progress=self.logger.progress(f"eval {label}") if self.ctx.is_main else None)
             results[label] = metrics
             self.logger.log_eval(self.iteration, label, metrics)
-            self.logger.message(f"[{self.iteration}] {label}: mIoU {100 * metrics['mIoU']:.2f}\n"
+            self.logger.message(f"[{self.iteration}] {label}: mIoU {100 * metrics['mIoU']:.2f}%\n"
                                 f"{format_metrics_table(metrics)}")
         if self.ctx.is_main:
             out = self.run_dir / "eval" / f"iter_{self.iteration:08d}.json"
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(json_safe({"iteration": self.iteration, "results": results}), indent=1))
+            percent = {label: metrics_in_percent(m) for label, m in results.items()}
+            out.write_text(json.dumps(json_safe({"iteration": self.iteration, "unit": "%", "results": percent}),
+                                      indent=1))
         return results
 
     def fit(self) -> dict[str, Any]:
         """Train from the current iteration to ``schedule.max_iters``.
 
         Returns ``{"iteration", "best", "last_eval"}`` (``last_eval``: the metrics of the
-        last evaluation, by dataset label).
+        last evaluation, by dataset label). Raises :class:`TrainingInterrupted` after
+        saving ``last.pth`` when SIGINT / SIGTERM arrived.
         """
+        with StopRequest() as stop:
+            return self._fit(stop)
+
+    def _stop_signal(self, stop: StopRequest) -> int | None:
+        """The signal that asks to stop (agreed over all ranks under DDP), or None."""
+        signum = stop.signum or 0
+        if self.ctx.distributed:
+            flag = torch.tensor([signum], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            signum = int(flag.item())
+        return signum or None
+
+    def _loss_values(self, sums: dict[str, Tensor], count: int, busy: float) -> tuple[dict[str, float], float]:
+        """Mean loss terms and seconds per iteration over the last ``count`` iterations."""
+        waited = time.perf_counter()
+        values = {name: float(total) / count for name, total in sums.items()}  # waits for the device
+        seconds = (busy + time.perf_counter() - waited) / count
+        if not math.isfinite(values["loss"]):
+            raise FloatingPointError(
+                f"the loss became {values['loss']} before iteration {self.iteration} ({values}); a label set whose "
+                "pixels are all ignored (a misnamed label folder) or a too high optim.lr are the usual causes")
+        values["reg_weight"] = self.regulariser.weight_at(self.iteration - 1)
+        return values, seconds
+
+    def _fit(self, stop: StopRequest) -> dict[str, Any]:
         cfg = self.cfg
         max_iters = cfg.schedule.max_iters
         data = iter(self._loader())
@@ -286,8 +485,10 @@ class Trainer:
         last_eval: dict[str, Any] = {}
         sums: dict[str, Tensor] = {}
         count, busy = 0, 0.0  # iterations and seconds (data + step) since the last log line
+        print_every = min(cfg.train.log_interval, PRINT_EVERY)
         if self.ctx.is_main and self.resumed_from is not None:
             self.logger.message(f"resumed from {self.resumed_from} at iteration {self.iteration}")
+        saved_last = -1
         while self.iteration < max_iters:
             tick = time.perf_counter()
             lr = self.schedule.apply(self.optimizer, self.iteration)
@@ -300,15 +501,12 @@ class Trainer:
             self.logger.step()
             done = self.iteration == max_iters
             if self.iteration % cfg.train.log_interval == 0 or done:
-                waited = time.perf_counter()
-                values = {name: float(total) / count for name, total in sums.items()}  # waits for the device
-                seconds = (busy + time.perf_counter() - waited) / count
-                if not math.isfinite(values["loss"]):
-                    raise FloatingPointError(f"the loss became {values['loss']} before iteration {self.iteration}: "
-                                             f"{values}")
-                values["reg_weight"] = self.regulariser.weight_at(self.iteration - 1)
+                values, seconds = self._loss_values(sums, count, busy)
                 self.logger.log_train(self.iteration, lr, values, seconds)
                 sums, count, busy = {}, 0, 0.0
+            elif self.iteration % print_every == 0:  # a line on stdout only, the log keeps its interval
+                values, seconds = self._loss_values(sums, count, busy)
+                self.logger.print_train(self.iteration, lr, values, seconds)
             if self.iteration % cfg.train.eval_interval == 0 or done:
                 last_eval = self.evaluate()
                 first = last_eval[self.val_sets[0][0]]["mIoU"]
@@ -318,5 +516,12 @@ class Trainer:
                 self.ddp.train()
             if self.iteration % cfg.train.checkpoint_interval == 0 or done:
                 self._save(LAST)
+                saved_last = self.iteration
+            signum = None if done else self._stop_signal(stop)
+            if signum is not None:
+                if saved_last != self.iteration:
+                    self._save(LAST)
+                self.logger.close()
+                raise TrainingInterrupted(signum, self.iteration, self.run_dir / LAST)
         self.logger.close()
         return {"iteration": self.iteration, "best": dict(self.best), "last_eval": last_eval}

@@ -3,10 +3,11 @@
 Records read::
 
     {"type": "train", "iteration": 50, "lr": 0.0098, "loss": 1.2, "ce": 1.1, "proac": 0.1, "time": 0.21, ...}
-    {"type": "eval", "iteration": 4000, "dataset": "cityscapes/val", "mIoU": 0.71, "IoU": {...}}
+    {"type": "eval", "iteration": 4000, "dataset": "cityscapes/val", "unit": "%", "mIoU": 71.0, "IoU": {...}}
 
 Every numeric key of a training record other than the bookkeeping ones (iteration, lr,
-time, wall, reg_weight) is a loss term. mIoU is stored as a fraction (shown as a
+time, eta, wall, reg_weight) is a loss term. The log stores mIoU in percent (``"unit":
+"%"``; older logs without it as a fraction); it is read back as a fraction (shown as a
 percentage); NaN values are stored as null and read back as NaN. Records are sorted by
 iteration; when an iteration appears twice (a run resumed without truncation) the last
 record wins.
@@ -23,7 +24,7 @@ from typing import Any
 __all__ = ["RunCurves", "LOG_NAME", "find_run_log", "read_run_curves", "summarise_curves"]
 
 LOG_NAME = "log.jsonl"
-NON_LOSS_KEYS = frozenset({"type", "iteration", "lr", "time", "wall", "reg_weight"})
+NON_LOSS_KEYS = frozenset({"type", "iteration", "lr", "time", "eta", "wall", "reg_weight"})
 
 
 @dataclass
@@ -100,7 +101,8 @@ def read_run_curves(run: str | os.PathLike) -> RunCurves:
     for record in evals:
         its, values = curves.evals.setdefault(str(record.get("dataset", "val")), ([], []))
         its.append(int(record["iteration"]))
-        values.append(_number(record.get("mIoU")))
+        value = _number(record.get("mIoU"))
+        values.append(value / 100.0 if record.get("unit") == "%" else value)  # logs store percent
     return curves
 
 

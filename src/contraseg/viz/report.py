@@ -65,8 +65,8 @@ def format_curves_summary(summary: dict[str, Any]) -> str:
     for dataset, ev in summary["eval"].items():
         last = ev["last"]
         best = ev["best"]
-        last_text = "-" if last["mIoU"] is None else f"{100 * last['mIoU']:.2f}"
-        best_text = "-" if best is None else f"{100 * best['mIoU']:.2f} at iteration {best['iteration']}"
+        last_text = "-" if last["mIoU"] is None else f"{100 * last['mIoU']:.2f}%"
+        best_text = "-" if best is None else f"{100 * best['mIoU']:.2f}% at iteration {best['iteration']}"
         lines.append(f"{dataset}: last mIoU {last_text} (iteration {last['iteration']}), best mIoU {best_text}")
     if not summary["eval"]:
         lines.append("no evaluation records")

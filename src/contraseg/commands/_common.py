@@ -1,0 +1,214 @@
+"""What the commands share: one error path, process-group runs, output folders, dataset options.
+
+* :func:`error_message` turns any user-caused exception into the one line that
+  ``contraseg`` prints after ``error:`` (a DataLoader worker's error is unwrapped to the
+  original message; an ``OSError`` names its file).
+* :func:`in_process_group` joins the ``torchrun`` process group (if any), runs a body
+  and always leaves the group: the block ``train`` and ``adapt`` used to repeat.
+* :func:`prepare_run_dir` and :func:`prepare_output_dir` make a run folder hold one
+  run and an output folder one command's output: a non-empty folder is refused unless
+  the user resumes (run folders) or passes ``--overwrite``.
+* :func:`parse_options` reads the ``--option KEY=VALUE`` dataset options of every
+  command that takes a dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+T = TypeVar("T")
+
+MAX_MESSAGE = 400  # characters of an error line
+
+# What a training run writes into its folder (engine Trainer, adapt trainers, rounds).
+RUN_OUTPUTS = ("last.pth", "best.pth", "config.yaml", "adapt.yaml", "log.jsonl", "eval", "tensorboard",
+               "pseudo_labels")
+RUN_OUTPUT_PATTERNS = ("round_*", ".*.tmp", "*.eval.*.json")
+
+
+class UserError(Exception):
+    """An error caused by the user's input: printed as one line, exit code 2 (or ``exit_code``)."""
+
+    exit_code = 2
+
+
+class Interrupted(UserError):
+    """A run stopped by SIGINT (exit 130) or SIGTERM (exit 143) after saving its state."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+_WORKER_HEADER = re.compile(r"Caught (\w+) in DataLoader worker process \d+\.?")
+
+
+def error_message(err: BaseException) -> str:
+    """One line for ``err``: the DataLoader worker's original message, an OSError's file and
+    reason, whitespace collapsed, at most :data:`MAX_MESSAGE` characters."""
+    text = str(err)
+    if "Original Traceback" in text or _WORKER_HEADER.search(text):
+        # torch re-raises a worker's exception as "Caught X in DataLoader worker process N.
+        # Original Traceback ...\nX: original message"; the last "X: " line is the message
+        lines = [line for line in text.splitlines() if line.strip()]
+        name = _WORKER_HEADER.search(text)
+        for line in reversed(lines):
+            head, sep, rest = line.partition(": ")
+            if sep and (name is None or head.strip().endswith(name.group(1))):
+                text = rest
+                break
+        else:
+            text = lines[-1] if lines else text
+    elif isinstance(err, OSError) and err.filename is not None:
+        reason = err.strerror or text
+        target = f"{err.filename} -> {err.filename2}" if err.filename2 is not None else str(err.filename)
+        if isinstance(err, FileExistsError) and Path(str(err.filename)).is_file():
+            text = f"cannot create the folder {target}: a file has that name"
+        else:
+            text = f"{target}: {reason}"
+    elif isinstance(err, KeyboardInterrupt):
+        text = "interrupted"
+    if not text.strip():
+        text = type(err).__name__
+    text = " ".join(text.split())
+    if len(text) > MAX_MESSAGE:
+        text = text[: MAX_MESSAGE - 3] + "..."
+    return text
+
+
+# Exceptions that a user causes (bad data, config, files, disk, permissions): one line,
+# exit 2. Anything else is a bug and keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (UserError, ValueError, OSError, FloatingPointError)
+
+
+def exit_code_of(err: BaseException) -> int:
+    """2 for user errors, 130 for Ctrl-C, ``err.exit_code`` for :class:`Interrupted`."""
+    if isinstance(err, KeyboardInterrupt):
+        return 130
+    return int(getattr(err, "exit_code", 2))
+
+
+def in_process_group(device: str | None, body: Callable[[Any], T]) -> tuple[Any, T]:
+    """Join the torchrun process group on ``device``, return ``(context, body(context))``,
+    and leave the group whatever happens."""
+    from ..engine.process_group import destroy_process_group, init_process_group_from_env
+
+    try:
+        context = init_process_group_from_env(device)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    try:
+        return context, body(context)
+    finally:
+        destroy_process_group()
+
+
+def set_threads(threads: int | None) -> None:
+    """``--threads N``: torch's intra-op CPU threads."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise UserError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, example: str) -> None:
+    """The arguments ``train`` and ``adapt`` share."""
+    parser.add_argument("config", help="YAML config file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override a config value, e.g. --set {example} or data.val[0].options.length=4 "
+                             "(repeatable)")
+    parser.add_argument("--resume", metavar="PATH|auto",
+                        help="continue from a checkpoint; 'auto' = RUN_DIR/last.pth if it exists")
+    parser.add_argument("--resume-changed", action="store_true",
+                        help="on resume, accept config changes that alter training (refused otherwise)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh in a run folder that holds a run, deleting that run's files")
+    parser.add_argument("--run-dir", help="output folder (default runs/<config name>)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="device type (default: CUDA if available)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return sorted(folder.iterdir())
+    except FileNotFoundError:
+        return []
+    except NotADirectoryError:
+        blocker = next((p for p in [folder, *folder.parents] if p.is_file()), folder)
+        raise UserError(f"cannot use {folder} as a folder: {blocker} is a file") from None
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def prepare_run_dir(run_dir: Path, resume: str | None, overwrite: bool, delete: bool = True) -> None:
+    """A run folder holds one run: refuse a non-empty ``run_dir`` unless resuming, or with
+    ``overwrite`` delete what a run writes there (other files are kept). Every rank
+    checks (so all refuse together); only the one with ``delete`` deletes."""
+    if resume is not None and overwrite:
+        raise UserError("--resume and --overwrite exclude each other")
+    entries = _entries(run_dir)
+    if not entries or resume is not None:
+        return
+    if not overwrite:
+        names = ", ".join(p.name for p in entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise UserError(f"run folder {run_dir} is not empty ({names}): continue it with --resume auto, "
+                        f"choose another --run-dir, or start afresh with --overwrite")
+    for path in entries if delete else []:
+        if path.name in RUN_OUTPUTS or any(path.match(p) for p in RUN_OUTPUT_PATTERNS):
+            _remove(path)
+
+
+def prepare_output_dir(out: str | Path, overwrite: bool, suffixes: Iterable[str], what: str,
+                       delete: bool = True) -> Path:
+    """An output folder holds one command's output: refuse a non-empty ``out`` unless
+    ``overwrite``; then delete every file with one of ``suffixes`` under it (so no stale
+    file of an earlier run survives) and the folders left empty (only when ``delete``:
+    under torchrun every rank checks, rank 0 deletes)."""
+    out = Path(out)
+    entries = _entries(out)
+    if not entries:
+        return out
+    if not overwrite:
+        raise UserError(f"{what} folder {out} is not empty: choose another --out or pass --overwrite "
+                        f"(which deletes its {'/'.join(suffixes)} files first)")
+    suffixes = tuple(s.lower() for s in suffixes)
+    for path in sorted(out.rglob("*"), reverse=True) if delete else []:  # children before their folders
+        if path.is_file() and (path.suffix.lower() in suffixes or path.name.endswith(".tmp")):
+            path.unlink()
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+    return out
+
+
+def parse_options(items: Iterable[str], flag: str = "--option") -> dict[str, Any]:
+    """``["size=[64,128]", "length=100"]`` -> ``{"size": [64, 128], "length": 100}`` (YAML values)."""
+    import yaml
+
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"bad {flag} {item!r}: expected KEY=VALUE, e.g. {flag} length=100")
+        try:
+            options[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            raise UserError(f"bad {flag} {item!r}: the value is not a YAML scalar or list") from None
+    return options
+
+
+def add_option_argument(parser: argparse.ArgumentParser, example: str = "size=[64,128]") -> None:
+    """``--option KEY=VALUE`` (repeatable), the one spelling of dataset options."""
+    parser.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"dataset keyword argument, e.g. --option {example} (repeatable)")
