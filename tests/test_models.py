@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import urllib.error
 
 import pytest
@@ -22,6 +23,7 @@ from contraseg.models import (
 )
 from contraseg.models.backbones import dilate_resnet
 from contraseg.models.heads import ASPP, DeepLabV2Head, aspp_rates
+from contraseg.models.ocr import OCRHead
 from contraseg.models.weights import read_state_dict
 
 
@@ -39,50 +41,77 @@ def _conv_settings(module: nn.Module) -> list[tuple[str, tuple, tuple, tuple]]:
 # ---------------------------------------------------------------- every combination
 
 
-SMALL_BACKBONES = ["resnet18", "hrnet_w18", "mobilenet_v3"]
-BIG_BACKBONES = ["resnet50", "resnet101", "hrnet_w48"]
+SMALL_BACKBONES = ["resnet18", "hrnet_w18_small", "mobilenet_v3", "mit_b0"]
+BIG_BACKBONES = ["resnet50", "resnet101", "hrnet_w18", "hrnet_w48", "swin_t", "convnext_t", "mit_b1", "mit_b2"]
+SIDE = (36, 44)  # not multiples of 32: every backbone pads / crops to ceil(H / stride)
 
 
-def _check_contract(out: dict, grid: int, what: tuple) -> None:
-    assert set(out) == {"logits", "embed"}, what
-    assert out["logits"].shape == (2, K, grid, grid), what
-    assert out["embed"].shape == (2, D, grid, grid), what
+def _grid(stride: int) -> tuple[int, int]:
+    return (math.ceil(SIDE[0] / stride), math.ceil(SIDE[1] / stride))
+
+
+def _check_contract(out: dict, grid: tuple[int, int], what: tuple) -> None:
+    expected = {"logits", "embed", "aux_logits"} if what[1] == "ocr" else {"logits", "embed"}
+    assert set(out) == expected, what
+    assert out["logits"].shape == (2, K, *grid), what
+    assert out["embed"].shape == (2, D, *grid), what
     norms = out["embed"].norm(dim=1)
     torch.testing.assert_close(norms, torch.ones_like(norms))
 
 
 @pytest.mark.parametrize("backbone", SMALL_BACKBONES)
 def test_every_head_on_backbone_gives_contract_shapes(backbone: str) -> None:
-    images = torch.randn(2, 3, 32, 32)
-    grid = 8 if backbone.startswith("hrnet") else 4  # HRNet stride 4, others 8
+    """Whole segmentors from ``build_segmentor`` (narrow heads), at an odd size."""
+    images = torch.randn(2, 3, *SIDE)
     for head in available_heads():
-        model = build_segmentor(backbone, head, num_classes=K, embed_dim=D, output_stride=8).eval()
+        model = build_segmentor(backbone, head, num_classes=K, embed_dim=D, output_stride=8, head_channels=8).eval()
         with torch.no_grad():
-            _check_contract(model(images), grid, (backbone, head))
-        assert model.output_stride == 32 // grid
+            _check_contract(model(images), _grid(model.output_stride), (backbone, head))
+        multi = head in ("fpn", "segformer")
+        assert model.output_stride == (4 if multi or backbone.startswith("hrnet") else
+                                       32 if backbone.startswith("mit") else 8), (backbone, head)
+
+
+def _head_for(body, head_name: str, channels: int = 16):
+    if head_name in ("fpn", "segformer"):
+        return build_head(head_name, list(body.pyramid_channels), K, channels=channels)
+    if head_name == "ocr":
+        return OCRHead(body.out_channels, K, K, channels=channels, region_channels=channels)
+    return build_head(head_name, body.out_channels, K, output_stride=body.output_stride, channels=channels)
 
 
 @pytest.mark.parametrize(
-    ("backbone", "channels", "grid"), [("resnet50", 2048, 4), ("resnet101", 2048, 4), ("hrnet_w48", 720, 8)]
+    ("backbone", "channels", "pyramid", "stride"),
+    [
+        ("resnet50", 2048, (256, 512, 1024, 2048), 8),
+        ("resnet101", 2048, (256, 512, 1024, 2048), 8),
+        ("hrnet_w18", 270, (18, 36, 72, 144), 4),
+        ("hrnet_w48", 720, (48, 96, 192, 384), 4),
+        ("swin_t", 768, (96, 192, 384, 768), 32),
+        ("convnext_t", 768, (96, 192, 384, 768), 32),
+        ("mit_b1", 512, (64, 128, 320, 512), 32),
+        ("mit_b2", 512, (64, 128, 320, 512), 32),
+    ],
 )
-def test_every_head_on_big_backbone(backbone: str, channels: int, grid: int) -> None:
-    """Big backbones are built once; every head and a projection are put on top of it."""
+def test_big_backbones_build_their_widths_and_take_a_head(backbone, channels, pyramid, stride) -> None:
+    """Big backbones are built at their real widths and take the FPN head (and
+    HRNet-W48 the OCR head, its headline setting); every head on every backbone class is
+    in tests/test_models_any_size.py."""
     body = build_backbone(backbone, output_stride=8).eval()
-    assert body.out_channels == channels
-    images = torch.randn(2, 3, 32, 32)
-    for head_name in available_heads():
-        head = build_head(head_name, body.out_channels, K, output_stride=body.output_stride, channels=16)
-        model = Segmentor(body, head, ProjectionHead(head.out_channels, D, "linear")).eval()
+    assert (body.out_channels, body.pyramid_channels, body.output_stride) == (channels, pyramid, stride)
+    images = torch.randn(2, 3, *SIDE)
+    heads = ["fpn", "ocr"] if backbone == "hrnet_w48" else ["fpn"]
+    for head_name in heads:
+        head = _head_for(body, head_name)
+        model = Segmentor(body, head, ProjectionHead(head.embed_channels, D, "linear")).eval()
         with torch.no_grad():
-            _check_contract(model(images), grid, (backbone, head_name))
-    assert set(available_backbones()) == set(SMALL_BACKBONES + BIG_BACKBONES)
+            _check_contract(model(images), _grid(model.output_stride), (backbone, head_name))
 
 
 def test_available_lists() -> None:
-    assert available_backbones() == [
-        "resnet18", "resnet50", "resnet101", "hrnet_w18", "hrnet_w48", "mobilenet_v3"
-    ]
-    assert available_heads() == ["deeplabv2", "deeplabv3", "fcn", "mlp"]
+    """The registries hold (at least) these names; other entries are tested where they are added."""
+    assert set(SMALL_BACKBONES + BIG_BACKBONES) <= set(available_backbones())
+    assert {"deeplabv2", "deeplabv3", "fcn", "mlp", "ocr", "fpn", "segformer"} <= set(available_heads())
 
 
 # ---------------------------------------------------------------- backbones
@@ -129,13 +158,13 @@ def test_resnet18_dilated_keeps_size_and_uses_dilation() -> None:
 
 
 def test_hrnet_concatenates_upsampled_branches() -> None:
-    backbone = build_backbone("hrnet_w18").eval()
+    backbone = build_backbone("hrnet_w18_small").eval()
     images = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         feats = backbone(images)
         branches = backbone.body(images)
-    assert backbone.out_channels == 18 + 36 + 72 + 144 and backbone.output_stride == 4
-    assert feats.shape == (1, 270, 16, 16)
+    assert backbone.out_channels == 16 + 32 + 64 + 128 and backbone.output_stride == 4
+    assert feats.shape == (1, 240, 16, 16)
     start = 0
     for branch in branches:
         expected = F.interpolate(branch, size=(16, 16), mode="bilinear", align_corners=False)
@@ -183,7 +212,8 @@ def test_heads_decode_then_classify(name: str) -> None:
 
 @pytest.mark.parametrize("name", available_heads())
 def test_head_without_classifier_refuses_to_classify(name: str) -> None:
-    head = build_head(name, in_channels=4, num_classes=None, channels=4)
+    in_channels = [4, 4] if name in ("fpn", "segformer") else 4
+    head = build_head(name, in_channels=in_channels, num_classes=None, channels=4, num_regions=K)
     with pytest.raises(RuntimeError, match="num_classes=None"):
         head.classify(torch.randn(1, head.out_channels, 3, 3))
 
@@ -302,8 +332,10 @@ def test_config_rebuilds_the_same_architecture() -> None:
     ("kwargs", "message"),
     [
         ({"backbone": "vgg16"}, "unknown backbone 'vgg16'; choose one of resnet18, resnet50, resnet101"),
-        ({"head": "psp"}, "unknown head 'psp'; choose one of deeplabv2, deeplabv3, fcn, mlp"),
-        ({"projection": "mlp"}, "unknown projection 'mlp'; choose one of convmlp, linear, None"),
+        ({"head": "psp"}, "unknown head 'psp'; choose one of deeplabv2, deeplabv3, fcn, mlp, ocr, fpn, segformer"),
+        ({"backbone": "timm:not_a_model"}, "unknown timm model 'not_a_model' in backbone 'timm:not_a_model'"),
+        ({"head_channels": 0}, "head_channels must be a positive int, got 0"),
+        ({"projection": "deep"}, "unknown projection 'deep'; choose one of convmlp, linear"),
         ({"classifier": "cosine"}, "unknown classifier 'cosine'; choose one of linear, prototype"),
         ({"num_classes": 0}, "num_classes must be a positive int, got 0"),
         ({"embed_dim": 2.5}, "embed_dim must be a positive int, got 2.5"),
@@ -447,3 +479,285 @@ def test_hub_download_is_loaded_like_a_local_file(monkeypatch) -> None:
     assert urls == [torchvision.models.ResNet18_Weights.DEFAULT.url]
     for key, value in backbone.body.state_dict().items():
         torch.testing.assert_close(value, imagenet[key], msg=key)
+
+
+# ---------------------------------------------------------------- timm:NAME, Swin, ConvNeXt
+
+
+def test_timm_backbone_reads_feature_info_and_drops_the_stride_2_level() -> None:
+    backbone = build_backbone("timm:resnet10t", output_stride=32).eval()
+    info = timm.create_model("resnet10t", features_only=True).feature_info
+    assert info.reduction() == [2, 4, 8, 16, 32]
+    assert backbone.pyramid_strides == (4, 8, 16, 32)
+    assert backbone.pyramid_channels == tuple(info.channels()[1:])
+    assert (backbone.out_channels, backbone.output_stride, backbone.name) == (info.channels()[-1], 32, "timm:resnet10t")
+    dilated = build_backbone("timm:resnet10t", output_stride=8)
+    assert dilated.pyramid_strides == (4, 8, 8, 8) and dilated.size_divisor == 8
+
+
+def test_swin_features_are_channels_first_and_equal_timm_s() -> None:
+    from contraseg.models.timm_backbone import TimmBackbone
+
+    kwargs = dict(strict_img_size=False, embed_dim=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8))
+    backbone = TimmBackbone("swin_tiny_patch4_window7_224", name="swin_t", **kwargs).eval()
+    assert backbone.channels_last and backbone.size_divisor == 32
+    images = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        ours = backbone.forward_pyramid(images)
+        theirs = backbone.body(images)  # NHWC
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b.permute(0, 3, 1, 2))
+
+
+def test_timm_classifier_checkpoint_loads_into_features_model(tmp_path) -> None:
+    """timm's features_only renames ``stages.0`` to ``stages_0``: a classifier checkpoint
+    is renamed the same way and every backbone tensor is loaded by value."""
+    classifier = timm.create_model("convnext_atto", pretrained=False)
+    path = tmp_path / "convnext_atto.pth"
+    torch.save(classifier.state_dict(), path)
+    backbone = build_backbone("timm:convnext_atto", output_stride=32, pretrained=path)
+    own = backbone.body.state_dict()
+    source = classifier.state_dict()
+    assert any(k.startswith("stages_0.") for k in own)
+    for key, value in own.items():
+        torch.testing.assert_close(value, source[key.replace("stages_", "stages.").replace("stem_", "stem.")], msg=key)
+
+
+def test_timm_model_without_output_stride_is_built_native(caplog) -> None:
+    backbone = build_backbone("timm:swin_tiny_patch4_window7_224", output_stride=8)
+    assert backbone.pyramid_strides == (4, 8, 16, 32)
+    assert "does not take output_stride" in caplog.text
+
+
+def test_unknown_timm_backbone_in_config_is_one_line() -> None:
+    from contraseg.engine.config import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match="config key model.backbone: unknown timm model 'resnet_9000'"):
+        config_from_dict({"model": {"backbone": "timm:resnet_9000"}})
+    cfg = config_from_dict({"model": {"backbone": "timm:convnext_atto", "head": "fpn"}})
+    assert cfg.model.backbone == "timm:convnext_atto"
+
+
+# ---------------------------------------------------------------- SegFormer MiT
+
+
+@pytest.mark.parametrize(("variant", "millions"), [("mit_b0", 3.4), ("mit_b1", 13.1), ("mit_b2", 24.2)])
+def test_mit_encoder_sizes_match_the_paper(variant: str, millions: float) -> None:
+    """Encoder parameters of SegFormer's Table 1 (MiT-B0 3.4 M, B1 13.1 M, B2 24.2 M)."""
+    from contraseg.models.mit import MIT_SPECS, MixTransformer
+
+    count = sum(p.numel() for p in MixTransformer(MIT_SPECS[variant]).parameters()) / 1e6
+    assert abs(count - millions) < 0.1, count
+
+
+def test_mit_efficient_attention_matches_the_formula() -> None:
+    """softmax(Q K^T / sqrt(d)) V with K, V from the sr-reduced, LayerNormed map, per head."""
+    from contraseg.models.mit import EfficientSelfAttention
+
+    torch.manual_seed(0)
+    attn = EfficientSelfAttention(8, num_heads=2, sr_ratio=2).double().eval()
+    height, width = 4, 6
+    x = torch.randn(2, height * width, 8, dtype=torch.float64)
+    out = attn(x, height, width)
+    expected = torch.zeros_like(out)
+    for b in range(2):
+        grid = x[b].T.reshape(1, 8, height, width)
+        reduced = F.conv2d(grid, attn.sr.weight, attn.sr.bias, stride=2).flatten(2)[0].T  # (h/2 * w/2) x 8
+        reduced = F.layer_norm(reduced, (8,), attn.norm.weight, attn.norm.bias)
+        q = x[b] @ attn.q.weight.T + attn.q.bias
+        kv = reduced @ attn.kv.weight.T + attn.kv.bias
+        k, v = kv[:, :8], kv[:, 8:]
+        heads = []
+        for h in range(2):
+            cols = slice(4 * h, 4 * h + 4)
+            weights = torch.softmax(q[:, cols] @ k[:, cols].T / math.sqrt(4), dim=1)
+            heads.append(weights @ v[:, cols])
+        expected[b] = torch.cat(heads, dim=1) @ attn.proj.weight.T + attn.proj.bias
+    torch.testing.assert_close(out, expected)
+
+
+def test_mit_mix_ffn_is_fc_dwconv_gelu_fc() -> None:
+    from contraseg.models.mit import MixFFN
+
+    ffn = MixFFN(4, 8).double()
+    x = torch.randn(1, 6, 4, dtype=torch.float64)
+    hidden = (x @ ffn.fc1.weight.T + ffn.fc1.bias)[0].T.reshape(1, 8, 2, 3)
+    mixed = F.conv2d(hidden, ffn.dwconv.dwconv.weight, ffn.dwconv.dwconv.bias, padding=1, groups=8)
+    expected = F.gelu(mixed.flatten(2)[0].T) @ ffn.fc2.weight.T + ffn.fc2.bias
+    torch.testing.assert_close(ffn(x, 2, 3)[0], expected)
+
+
+def test_mit_loads_a_released_layout_checkpoint(tmp_path) -> None:
+    """The released SegFormer names (and its ImageNet ``head.``) load by value."""
+    source = build_backbone("mit_b0")
+    state = dict(source.body.state_dict())
+    for key in ("patch_embed1.proj.weight", "block1.0.attn.sr.weight", "block4.1.mlp.dwconv.dwconv.weight",
+                "block2.1.attn.kv.bias", "norm4.weight"):
+        assert key in state
+    state["head.weight"], state["head.bias"] = torch.randn(1000, 256), torch.randn(1000)
+    path = tmp_path / "mit_b0.pth"
+    torch.save({"state_dict": state}, path)
+    fresh = build_backbone("mit_b0")
+    report = fresh.load_pretrained(path)
+    _assert_same_weights(source, fresh)
+    assert report.dropped == ["head.weight", "head.bias"] and report.missing == []
+
+
+def test_segformer_head_width_follows_the_mit_variant() -> None:
+    assert build_segmentor("mit_b0", "segformer", num_classes=K, embed_dim=D).head.out_channels == 256
+    assert build_segmentor("mit_b0", "segformer", num_classes=K, embed_dim=D, head_channels=32).head.out_channels == 32
+    assert build_segmentor("mit_b0", "fpn", num_classes=K, embed_dim=D).head.out_channels == 256
+
+
+# ---------------------------------------------------------------- pyramid heads
+
+
+def test_segformer_head_is_projections_upsampled_concatenated_fused() -> None:
+    from contraseg.models.heads import SegFormerHead
+
+    head = SegFormerHead([3, 5], K, channels=4).eval()
+    fine, coarse = torch.randn(2, 3, 6, 8), torch.randn(2, 5, 3, 4)
+    projected = [F.conv2d(f, p.weight, p.bias) for f, p in zip((fine, coarse), head.level_projections)]
+    up = F.interpolate(projected[1], size=(6, 8), mode="bilinear", align_corners=False)
+    expected = head.fuse(torch.cat([up, projected[0]], dim=1))
+    torch.testing.assert_close(head.decode([fine, coarse]), expected)
+
+
+def test_fpn_head_top_down_pathway() -> None:
+    from contraseg.models.heads import FPNHead
+
+    head = FPNHead([3, 5], K, channels=4).eval()
+    fine, coarse = torch.randn(2, 3, 6, 8), torch.randn(2, 5, 3, 4)
+    top = head.lateral_convs[1](coarse)
+    bottom = head.lateral_convs[0](fine) + F.interpolate(top, size=(6, 8), mode="bilinear", align_corners=False)
+    outs = [head.output_convs[0](bottom), head.output_convs[1](top)]
+    up = F.interpolate(outs[1], size=(6, 8), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(head.decode([fine, coarse]), head.fuse(torch.cat([outs[0], up], dim=1)))
+
+
+def test_pyramid_head_rejects_a_single_map() -> None:
+    head = build_head("fpn", [4, 8], K, channels=4)
+    with pytest.raises(ValueError, match=r"FPNHead needs the backbone pyramid of 2 maps, got a tensor"):
+        head.decode(torch.randn(1, 4, 3, 3))
+    with pytest.raises(ValueError, match="in_channels of a multi-level head must be a list of ints, got 4"):
+        build_head("segformer", 4, K)
+
+
+# ---------------------------------------------------------------- OCR
+
+
+def test_object_region_representations_are_softmax_weighted_pixel_sums() -> None:
+    from contraseg.models.ocr import object_region_representations
+
+    pixels = torch.randn(2, 4, 3, 5, dtype=torch.float64)
+    regions = torch.randn(2, 3, 3, 5, dtype=torch.float64)
+    out = object_region_representations(pixels, regions)
+    assert out.shape == (2, 4, 3, 1)
+    for b in range(2):
+        for k in range(3):
+            weights = torch.exp(regions[b, k]) / torch.exp(regions[b, k]).sum()
+            expected = (pixels[b] * weights).sum(dim=(1, 2))
+            torch.testing.assert_close(out[b, :, k, 0], expected)
+
+
+def test_object_context_is_relation_weighted_values() -> None:
+    from contraseg.models.ocr import ObjectContextBlock
+
+    block = ObjectContextBlock(6, 4).double().eval()
+    pixels = torch.randn(1, 6, 2, 3, dtype=torch.float64)
+    regions = torch.randn(1, 6, 3, 1, dtype=torch.float64)
+    query = block.pixel_query(pixels)[0].flatten(1)  # 4 x 6 positions
+    key = block.object_key(regions)[0].flatten(1)  # 4 x 3 regions
+    value = block.object_value(regions)[0].flatten(1)
+    context = torch.zeros(4, 6, dtype=torch.float64)
+    for i in range(6):
+        scores = torch.stack([query[:, i] @ key[:, k] / 2.0 for k in range(3)])  # sqrt(C_key) = 2
+        weights = torch.softmax(scores, dim=0)
+        context[:, i] = sum(weights[k] * value[:, k] for k in range(3))
+    expected = block.context_up(context.reshape(1, 4, 2, 3))
+    torch.testing.assert_close(block(pixels, regions), expected)
+
+
+def test_ocr_head_outputs_names_and_embedding_source() -> None:
+    model = build_segmentor("hrnet_w18_small", "ocr", num_classes=K, embed_dim=D).eval()
+    head = model.head
+    assert (head.out_channels, head.object_context.key_channels, head.aux_loss_weight) == (512, 256, 0.4)
+    assert model.projection.in_channels == 240  # ContrastiveSeg: embedding from the HRNet features
+    prefixes = {k.split(".")[1] for k in model.state_dict() if k.startswith("head.")}
+    assert prefixes == {"soft_region_head", "pixel_representation", "object_context", "fuse", "classifier"}
+    images = torch.randn(1, 3, 40, 40)
+    with torch.no_grad():
+        out = model(images)
+        features = model.backbone(images)
+        torch.testing.assert_close(out["aux_logits"], head.soft_region_head(features))
+        torch.testing.assert_close(out["embed"], model.projection(features))
+    assert model.aux_loss_weight == 0.4
+    proto = build_segmentor("hrnet_w18_small", "ocr", num_classes=K, embed_dim=D, classifier="prototype")
+    assert proto.head.embed_from == "decoded" and proto.projection.in_channels == 512
+    assert proto.head.classifier is None and proto.head.num_regions == K
+    assert build_segmentor("resnet18", "fcn", num_classes=K, embed_dim=D).aux_loss_weight == 0.0
+
+
+# ---------------------------------------------------------------- training steps
+
+
+def _train_steps(model, regulariser_name: str, steps: int = 2, size=(40, 56)):
+    from contraseg.engine.config import OptimConfig, RegulariserConfig
+    from contraseg.engine.optim import build_optimizer, split_parameters
+    from contraseg.engine.precision import resolve_precision
+    from contraseg.engine.regularisers import build_regulariser
+    from contraseg.engine.step import StepParts, training_step
+
+    cfg = RegulariserConfig(name=regulariser_name, max_samples=64, max_views=8)
+    regulariser = build_regulariser(cfg, K, D, 255)
+    optimizer = build_optimizer(split_parameters(model), OptimConfig(name="sgd", lr=0.01))
+    parts = StepParts(model, model, regulariser, optimizer, resolve_precision("off", torch.device("cpu")), 255)
+    images = torch.randn(2, 3, *size)
+    labels = torch.randint(0, K, (2, *size))
+    before = [p.detach().clone() for p in model.parameters()]
+    model.train()
+    history = [training_step(parts, images, labels, i) for i in range(steps)]
+    moved = [n for (n, p), b in zip(model.named_parameters(), before) if not torch.equal(p, b)]
+    return history, moved, images, labels
+
+
+@pytest.mark.parametrize(
+    ("backbone", "head", "regulariser"),
+    [("hrnet_w18_small", "ocr", "pixel_contrast"), ("mit_b0", "segformer", "protoseg"),
+     ("timm:convnext_atto", "fpn", "proac")],
+)
+def test_new_backbones_and_heads_train(backbone: str, head: str, regulariser: str) -> None:
+    classifier = "prototype" if regulariser == "protoseg" else "linear"
+    model = build_segmentor(backbone, head, num_classes=K, embed_dim=D, head_channels=16, classifier=classifier,
+                            num_prototypes=2)
+    history, moved, _, _ = _train_steps(model, regulariser)
+    for terms in history:
+        assert all(torch.isfinite(v) for v in terms.values()), terms
+    assert ("aux_ce" in history[0]) == (head == "ocr")
+    assert any(n.startswith("backbone.") for n in moved) and any(n.startswith("head.") for n in moved)
+
+
+def test_swin_trains() -> None:
+    from contraseg.models.timm_backbone import TimmBackbone
+
+    body = TimmBackbone("swin_tiny_patch4_window7_224", name="swin_t", strict_img_size=False, embed_dim=32,
+                        depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8))
+    head = build_head("fpn", list(body.pyramid_channels), K, channels=8)
+    model = Segmentor(body, head, ProjectionHead(8, D, "linear"))
+    history, moved, _, _ = _train_steps(model, "none", size=(36, 52))
+    assert torch.isfinite(history[-1]["loss"]) and any(n.startswith("backbone.body.layers_3") for n in moved)
+
+
+def test_ocr_auxiliary_loss_is_weighted_cross_entropy_of_soft_regions() -> None:
+    from contraseg.engine.step import segmentation_loss
+
+    torch.manual_seed(0)
+    model = build_segmentor("hrnet_w18_small", "ocr", num_classes=K, embed_dim=D, head_channels=8)
+    clone = build_segmentor("hrnet_w18_small", "ocr", num_classes=K, embed_dim=D, head_channels=8)
+    clone.load_state_dict(model.state_dict())
+    history, _, images, labels = _train_steps(model, "none", steps=1)
+    with torch.no_grad():
+        out = clone.train()(images)  # the same batch statistics as the step's forward
+    expected_aux = 0.4 * segmentation_loss(out["aux_logits"], labels, 255)
+    torch.testing.assert_close(history[0]["aux_ce"], expected_aux)
+    torch.testing.assert_close(history[0]["loss"], history[0]["ce"] + history[0]["aux_ce"])

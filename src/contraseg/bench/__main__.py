@@ -1,11 +1,13 @@
-"""``python -m contraseg.bench NAME [args]``: run one benchmark (NAME: losses, train-step)."""
+"""``python -m contraseg.bench NAME [args]``: run one benchmark (NAME: losses, train-step), or
+``gpu``, the CUDA check that writes docs/gpu.md."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-BENCHMARKS = {"losses": "contraseg.bench.losses", "train-step": "contraseg.bench.train_step"}
+BENCHMARKS = {"losses": "contraseg.bench.losses", "train-step": "contraseg.bench.train_step",
+              "gpu": "contraseg.bench.gpu"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,6 +44,8 @@ _EXPORTS = {
     "GTA5Dataset": "gta5",
     "SynthiaDataset": "synthia",
     "ADE20KDataset": "ade20k",
+    "PascalContextDataset": "pascal_context",
+    "CocoStuffDataset": "coco_stuff",
     "SyntheticStreetDataset": "synthetic",
     "SyntheticSourceDataset": "synthetic",
     "SyntheticTargetDataset": "synthetic",

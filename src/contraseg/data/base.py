@@ -28,6 +28,8 @@ import numpy as np
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .files import one_line as _one_line
+from .files import read_label_png, read_rgb_image
 from .pseudo_labels import PseudoLabelDir
 
 __all__ = [
@@ -189,41 +191,6 @@ def check_root(root: str | Path, what: str = "dataset root") -> Path:
     return path
 
 
-def read_rgb_image(path: str | Path) -> np.ndarray:
-    """The image file at ``path`` as uint8 H x W x 3 RGB.
-
-    Unreadable or truncated files raise a one-line ValueError naming the file.
-    """
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"cannot read image {path}: {_one_line(err)}") from None
-
-
-def read_label_png(path: str | Path) -> np.ndarray:
-    """A single-channel label PNG (8-bit grey, paletted or 16-bit) as an H x W integer array.
-
-    Paletted PNGs give their palette indices (GTA5 labels are stored that way).
-    Unreadable files or colour (multi-channel) labels raise a one-line ValueError.
-    """
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            mode = img.mode
-            array = np.asarray(img).copy()
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"cannot read label {path}: {_one_line(err)}") from None
-    if array.ndim != 2:
-        raise ValueError(f"label {path} must be a single-channel image, got mode {mode} with shape {array.shape}")
-    if array.dtype.kind not in "iu":
-        raise ValueError(f"label {path} must hold integer ids, got dtype {array.dtype}")
-    return array
-
-
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
@@ -292,10 +259,6 @@ def scan_paired_folders(
         raise FileNotFoundError(f"{what} split list not found: {split_file}")
     expected = {name: label_dir / f"{name}.png" for name in images}
     return FileListing(images, labels, expected)
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
 
 
 def _default_transform() -> JointTransform:

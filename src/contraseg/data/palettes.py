@@ -9,6 +9,8 @@
 * ADE20K (SceneParse150): the 150 class names in train-id order and a deterministic
   palette (the bit-interleaving PASCAL VOC colour map, starting at index 1 so no class
   is black).
+* PASCAL-Context (59 classes) and COCO-Stuff (171 classes): class names in train-id
+  order, palettes from the same VOC colour map.
 
 :func:`colorize` turns a train-id map into an RGB image with a palette.
 """
@@ -25,6 +27,10 @@ __all__ = [
     "CITYSCAPES_CLASSES",
     "CITYSCAPES_ID_TO_TRAIN_ID",
     "CITYSCAPES_PALETTE",
+    "COCO_STUFF_171_CLASSES",
+    "COCO_STUFF_171_PALETTE",
+    "PASCAL_CONTEXT_59_CLASSES",
+    "PASCAL_CONTEXT_59_PALETTE",
     "SYNTHIA_13_CLASSES",
     "SYNTHIA_16_CLASSES",
     "colorize",
@@ -113,6 +119,47 @@ def voc_colormap(count: int, start: int = 0) -> Palette:
 
 
 ADE20K_PALETTE: Palette = voc_colormap(len(ADE20K_CLASSES), start=1)
+
+# PASCAL-Context, the 59-class setting (Mottaghi et al., CVPR 2014): the 59 most frequent
+# of the 459 Detail-API classes in ascending Detail id (alphabetical) order, which is
+# the order of the values 1..59 in the 60-value label PNGs (0 = background).
+PASCAL_CONTEXT_59_CLASSES: tuple[str, ...] = (
+    "aeroplane", "bag", "bed", "bedclothes", "bench", "bicycle", "bird", "boat", "book", "bottle",
+    "building", "bus", "cabinet", "car", "cat", "ceiling", "chair", "cloth", "computer", "cow",
+    "cup", "curtain", "dog", "door", "fence", "floor", "flower", "food", "grass", "ground",
+    "horse", "keyboard", "light", "motorbike", "mountain", "mouse", "person", "plate", "platform",
+    "pottedplant", "road", "rock", "sheep", "shelves", "sidewalk", "sign", "sky", "snow", "sofa",
+    "table", "track", "train", "tree", "truck", "tvmonitor", "wall", "water", "window", "wood",
+)
+PASCAL_CONTEXT_59_PALETTE: Palette = voc_colormap(len(PASCAL_CONTEXT_59_CLASSES), start=1)
+
+# COCO-Stuff (Caesar et al., CVPR 2018): the 80 thing and 91 stuff classes that occur in
+# the annotations, in ascending COCO id order (train id = position in this list).
+COCO_STUFF_171_CLASSES: tuple[str, ...] = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
+    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
+    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
+    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
+    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant",
+    "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
+    "teddy bear", "hair drier", "toothbrush",
+    "banner", "blanket", "branch", "bridge", "building-other", "bush", "cabinet", "cage",
+    "cardboard", "carpet", "ceiling-other", "ceiling-tile", "cloth", "clothes", "clouds", "counter",
+    "cupboard", "curtain", "desk-stuff", "dirt", "door-stuff", "fence", "floor-marble",
+    "floor-other", "floor-stone", "floor-tile", "floor-wood", "flower", "fog", "food-other",
+    "fruit", "furniture-other", "grass", "gravel", "ground-other", "hill", "house", "leaves",
+    "light", "mat", "metal", "mirror-stuff", "moss", "mountain", "mud", "napkin", "net", "paper",
+    "pavement", "pillow", "plant-other", "plastic", "platform", "playingfield", "railing",
+    "railroad", "river", "road", "rock", "roof", "rug", "salad", "sand", "sea", "shelf",
+    "sky-other", "skyscraper", "snow", "solid-other", "stairs", "stone", "straw",
+    "structural-other", "table", "tent", "textile-other", "towel", "tree", "vegetable",
+    "wall-brick", "wall-concrete", "wall-other", "wall-panel", "wall-stone", "wall-tile",
+    "wall-wood", "water-other", "waterdrops", "window-blind", "window-other", "wood",
+)
+COCO_STUFF_171_PALETTE: Palette = voc_colormap(len(COCO_STUFF_171_CLASSES), start=1)
 
 
 def colorize(label: np.ndarray, palette: Sequence[Sequence[int]], ignore_color: Sequence[int] = (0, 0, 0)) -> np.ndarray:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .._io import atomic_write
+from .files import read_label_png
 
 __all__ = ["PseudoLabelDir", "write_label_png"]
 
@@ -80,8 +81,6 @@ class PseudoLabelDir:
         ``size`` (H, W), when given, must match the label's size (ValueError otherwise).
         A missing file raises a one-line FileNotFoundError naming it.
         """
-        from .base import read_label_png
-
         file = self.path_for(name)
         if not file.is_file():
             raise FileNotFoundError(f"pseudo label not found: {file}")

@@ -16,6 +16,8 @@ _BUILTIN: dict[str, str] = {
     "gta5": "contraseg.data.gta5:GTA5Dataset",
     "synthia": "contraseg.data.synthia:SynthiaDataset",
     "ade20k": "contraseg.data.ade20k:ADE20KDataset",
+    "pascal-context": "contraseg.data.pascal_context:PascalContextDataset",
+    "coco-stuff": "contraseg.data.coco_stuff:CocoStuffDataset",
     "synthetic-source": "contraseg.data.synthetic:SyntheticSourceDataset",
     "synthetic-target": "contraseg.data.synthetic:SyntheticTargetDataset",
 }

@@ -5,6 +5,8 @@ Shared by :class:`contraseg.engine.trainer.Trainer` and the ``train-step`` bench
     out   = forward(images)                      # under autocast when enabled
     ce    = CE(bilinear-upsample(out["logits"]) to H x W, labels), ignore_index skipped
     terms = regulariser(out, labels, iteration, model)
+          (+ "aux_ce": model.aux_loss_weight * CE(out["aux_logits"]) when the head gives
+            auxiliary logits: OCR's soft object regions, weight 0.4 as released)
     loss  = ce + sum(terms)
     backward (scaled for fp16), optional grad-norm clipping, optimiser step
     regulariser.after_step(out, labels)
@@ -50,6 +52,9 @@ def training_step(parts: StepParts, images: Tensor, labels: Tensor, iteration: i
     out = {name: value.float() for name, value in raw.items()}  # losses in float32
     ce = segmentation_loss(out["logits"], labels, parts.ignore_index)
     terms = parts.regulariser(out, labels, iteration, parts.model)
+    if "aux_logits" in out:
+        aux = segmentation_loss(out["aux_logits"], labels, parts.ignore_index)
+        terms = {**terms, "aux_ce": float(getattr(parts.model, "aux_loss_weight", 0.4)) * aux}
     loss = ce + sum(terms.values()) if terms else ce
     parts.optimizer.zero_grad(set_to_none=True)
     scaler = parts.precision.scaler

@@ -1,9 +1,11 @@
-"""Segmentation models: backbones (torchvision / timm), decode heads, projection and
-``build_segmentor``.
+"""Segmentation models: backbones (torchvision / timm / any ``timm:NAME`` / SegFormer MiT in
+:mod:`.mit`), decode heads (DeepLab, FCN, MLP, OCR in :mod:`.ocr`, FPN and SegFormer's
+all-MLP head for feature pyramids), projection and ``build_segmentor``. Every model takes
+any input size (see :mod:`.backbones`).
 
 ========================  ===========================================================
 ``build_segmentor``       backbone + head + projection (+ prototype classifier) factory
-``Segmentor``             ``model(images) -> {"logits", "embed"[, "prototype_logits"]}``
+``Segmentor``             ``model(images) -> {"logits", "embed"[, "prototype_logits", "aux_logits"]}``
 ``ProjectionHead``        1x1 conv / ContrastiveSeg conv-MLP, L2-normalised output
 ``build_backbone``        one backbone by name, optional pretrained weights
 ``build_head``            one decode head by name

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-PROJECTION_KINDS = ("convmlp", "linear")
+PROJECTION_KINDS = ("convmlp", "linear", "mlp")
 
 
 class ProjectionHead(nn.Module):
@@ -13,6 +13,10 @@ class ProjectionHead(nn.Module):
 
     ``kind="linear"``: one 1x1 conv. ``kind="convmlp"`` (ContrastiveSeg, Wang et al.
     ICCV 2021): 1x1 conv (in -> in) -> BN -> ReLU -> 1x1 conv (in -> embed_dim).
+    ``kind="mlp"`` (ProtoSeg's ``proj_head``, Zhou et al. CVPR 2022): 1x1 conv (in -> in,
+    with bias) -> ReLU -> 1x1 conv (in -> embed_dim), no BN. (The released ProtoSeg
+    normalises this output over the image *width*, ``F.normalize(x, dim=-1)`` on a
+    B x C x H x W tensor; here, as everywhere in contraseg, over channels.)
     The output is ``F.normalize(z, dim=1)``, i.e. ``z / max(||z||_2, eps)`` per pixel.
 
     Example:
@@ -33,6 +37,12 @@ class ProjectionHead(nn.Module):
             self.proj = nn.Sequential(
                 nn.Conv2d(in_channels, in_channels, 1, bias=False),
                 nn.BatchNorm2d(in_channels),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(in_channels, embed_dim, 1),
+            )
+        elif kind == "mlp":
+            self.proj = nn.Sequential(
+                nn.Conv2d(in_channels, in_channels, 1),
                 nn.ReLU(inplace=True),
                 nn.Conv2d(in_channels, embed_dim, 1),
             )

@@ -4,11 +4,19 @@ Contract (docs/architecture.md)::
 
     model(images B x 3 x H x W) -> {"logits": B x K x h x w, "embed": B x D x h x w}
 
-``h x w`` is the backbone's grid (H / output_stride); the engine upsamples the logits.
+``h x w`` is the grid ``ceil(H / output_stride) x ceil(W / output_stride)`` for any H x W
+(``model.output_stride``: the backbone's single-map stride, or the finest pyramid stride
+for the multi-level heads ``fpn`` / ``segformer``); the engine upsamples the logits. A head
+may add outputs: OCR adds ``"aux_logits": B x K x h x w`` (its soft object regions), which
+the training step supervises with weight ``model.aux_loss_weight``.
 ``embed`` has unit L2 norm over D. With ``classifier="prototype"`` (ProtoSeg) the
 classifier is a :class:`contraseg.prototypes.NearestPrototypeHead` on ``embed``; the output
 then also holds ``"prototype_logits": B x (K*M) x h x w`` and the head is exposed as
 ``model.prototype_head``.
+
+A checkpoint stores the :func:`build_segmentor` keyword arguments; one saved before a
+keyword existed is completed by :func:`upgrade_model_config` with the value that rebuilds
+the model it was saved from.
 """
 
 from __future__ import annotations
@@ -18,12 +26,16 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .backbones import Backbone, available_backbones, build_backbone
-from .heads import SegHead, available_heads, build_head
+from .backbones import Backbone, backbone_name_error, build_backbone
+from .heads import MULTI_LEVEL_HEADS, SegHead, available_heads, build_head
 from .projection import PROJECTION_KINDS, ProjectionHead
 from .weights import PretrainedSpec
 
 CLASSIFIERS = ("linear", "prototype")
+
+# build_segmentor keywords added after checkpoints were first written, with the value that
+# rebuilds a model saved before the keyword existed (only for the classifier that uses it).
+_LEGACY_PROTOTYPE_DEFAULTS = {"prototype_feat_norm": False}
 
 
 class Segmentor(nn.Module):
@@ -58,20 +70,32 @@ class Segmentor(nn.Module):
     @property
     def output_stride(self) -> int:
         """Input size / output grid size."""
+        if self.head.multi_level:
+            return self.backbone.pyramid_strides[0]
         return self.backbone.output_stride
+
+    @property
+    def aux_loss_weight(self) -> float:
+        """Weight of the cross-entropy on ``"aux_logits"`` (0 when the head gives none)."""
+        return float(getattr(self.head, "aux_loss_weight", 0.0))
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         """``images B x 3 x H x W -> {"logits": B x K x h x w, "embed": B x D x h x w}``
         (plus ``"prototype_logits": B x (K*M) x h x w`` with a prototype classifier)."""
         if images.dim() != 4:
             raise ValueError(f"images must be B x 3 x H x W, got shape {tuple(images.shape)}")
-        decoded = self.head.decode(self.backbone(images))
-        embed = self.projection(decoded) if self.projection is not None else F.normalize(decoded, dim=1)
+        if self.head.multi_level:
+            features = self.backbone.forward_pyramid(images)
+        else:
+            features = self.backbone(images)
+        decoded, extras = self.head.decode_with_extras(features)
+        source = self.head.embedding_input(features, decoded)
+        embed = self.projection(source) if self.projection is not None else F.normalize(source, dim=1)
         if self.prototype_head is not None:
             out = dict(self.prototype_head(embed))
             out["embed"] = embed
-            return out
-        return {"logits": self.head.classify(decoded), "embed": embed}
+            return {**out, **extras}
+        return {"logits": self.head.classify(decoded), "embed": embed, **extras}
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters split for separate learning rates: ``{"backbone": [...], "head": [...]}``.
@@ -96,6 +120,13 @@ def _check_choice(what: str, value: Any, choices: list[str] | tuple[str, ...]) -
         raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(map(str, choices))}")
 
 
+def _default_head_channels(head: str, backbone: Backbone) -> int | None:
+    """The SegFormer head takes its width from a MiT backbone (768 for B2); else the head's default."""
+    if head == "segformer":
+        return getattr(backbone, "head_channels", None)
+    return None
+
+
 def build_segmentor(
     backbone: str = "resnet18",
     head: str = "deeplabv2",
@@ -106,11 +137,13 @@ def build_segmentor(
     num_prototypes: int = 10,
     output_stride: int = 8,
     pretrained: PretrainedSpec = None,
+    prototype_feat_norm: bool = True,
+    head_channels: int | None = None,
 ) -> Segmentor:
     """Build a :class:`Segmentor` (never downloads unless ``pretrained="hub"``).
 
     Args:
-        backbone: one of :func:`contraseg.models.available_backbones`.
+        backbone: one of :func:`contraseg.models.available_backbones`, or ``"timm:NAME"``.
         head: one of :func:`contraseg.models.available_heads`.
         num_classes: K.
         embed_dim: D of ``embed`` (ignored when ``projection`` is None: D = C_dec).
@@ -118,8 +151,14 @@ def build_segmentor(
         classifier: ``"linear"`` (the head's own) or ``"prototype"`` (ProtoSeg's
             nearest-prototype head with ``num_prototypes`` per class).
         num_prototypes: M, used by the prototype classifier.
-        output_stride: 8, 16 or 32 (HRNet: always 4).
+        prototype_feat_norm: the prototype classifier applies ProtoSeg's ``feat_norm``
+            LayerNorm to ``embed`` before its cosines (the released model; default).
+            Recorded in ``Segmentor.config`` only for ``classifier="prototype"``.
+        output_stride: 8, 16 or 32 (HRNet: always 4; Swin / ConvNeXt / MiT: ignored).
         pretrained: backbone weights: None, a local state_dict path, or ``"hub"``.
+        head_channels: decoded width of the head; None: the head's default (256; OCR 512;
+            SegFormer the MiT variant's, 768 for B2). Recorded in ``Segmentor.config``
+            only when given.
 
     Raises:
         ValueError: unknown name (the message lists the choices) or bad size.
@@ -135,7 +174,16 @@ def build_segmentor(
         output_stride=output_stride,
         pretrained=None if pretrained is None else str(pretrained),
     )
-    _check_choice("backbone", backbone, available_backbones())
+    if not isinstance(prototype_feat_norm, bool):
+        raise ValueError(f"prototype_feat_norm must be a bool, got {prototype_feat_norm!r}")
+    if classifier == "prototype":
+        config["prototype_feat_norm"] = prototype_feat_norm
+    if head_channels is not None:
+        _check_positive_int("head_channels", head_channels)
+        config["head_channels"] = head_channels
+    error = backbone_name_error(backbone)
+    if error is not None:
+        raise ValueError(error)
     _check_choice("head", head, available_heads())
     _check_choice("projection", projection, (*PROJECTION_KINDS, None))
     _check_choice("classifier", classifier, CLASSIFIERS)
@@ -150,14 +198,31 @@ def build_segmentor(
     body = build_backbone(backbone, output_stride=output_stride, pretrained=pretrained)
     decode_head = build_head(
         head,
-        body.out_channels,
+        list(body.pyramid_channels) if head in MULTI_LEVEL_HEADS else body.out_channels,
         num_classes if classifier == "linear" else None,
         output_stride=body.output_stride,
+        channels=_default_head_channels(head, body) if head_channels is None else head_channels,
+        num_regions=num_classes,
+        embed_from="decoded" if classifier == "prototype" else "backbone",
     )
-    proj = ProjectionHead(decode_head.out_channels, embed_dim, projection) if projection is not None else None
+    proj = ProjectionHead(decode_head.embed_channels, embed_dim, projection) if projection is not None else None
     prototype_head = None
     if classifier == "prototype":
         from ..prototypes import NearestPrototypeHead
 
-        prototype_head = NearestPrototypeHead(num_classes, num_prototypes, embed_dim)
+        prototype_head = NearestPrototypeHead(num_classes, num_prototypes, embed_dim, feat_norm=prototype_feat_norm)
     return Segmentor(body, decode_head, proj, prototype_head, config)
+
+
+def upgrade_model_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's ``build_segmentor`` keywords, completed for this version of contraseg.
+
+    A prototype-classifier model saved before ``prototype_feat_norm`` existed had no
+    ``feat_norm``: its config gets ``prototype_feat_norm=False``, so it is rebuilt (and
+    predicts) exactly as it was trained. Anything else is returned unchanged (a copy).
+    """
+    upgraded = dict(config)
+    if upgraded.get("classifier") == "prototype":
+        for key, value in _LEGACY_PROTOTYPE_DEFAULTS.items():
+            upgraded.setdefault(key, value)
+    return upgraded

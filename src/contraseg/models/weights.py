@@ -174,6 +174,7 @@ def load_pretrained(
     arch: str,
     fetch_hub: Callable[[], StateDict],
     drop_prefixes: tuple[str, ...] = (),
+    transform: Callable[[StateDict], StateDict] | None = None,
 ) -> LoadReport | None:
     """Load ``pretrained`` (None, a local path or ``"hub"``) into ``module``.
 
@@ -183,6 +184,7 @@ def load_pretrained(
         arch: the backbone name, used in messages.
         fetch_hub: downloads the library's ImageNet state dict (called only for ``"hub"``).
         drop_prefixes: classifier key prefixes to discard.
+        transform: renames the file's keys to the module's (e.g. timm ``features_only``).
 
     Returns:
         The :class:`LoadReport`, or None when ``pretrained`` is None.
@@ -208,9 +210,13 @@ def load_pretrained(
                 f"this machine may be offline: pass a local file path instead, "
                 f"pretrained='/path/to/{arch}.pth'"
             ) from err
-        return load_state_dict_into(module, state, source=f"hub:{arch}", drop_prefixes=drop_prefixes)
-    state = read_state_dict(pretrained)
-    return load_state_dict_into(module, state, source=str(pretrained), drop_prefixes=drop_prefixes)
+        source = f"hub:{arch}"
+    else:
+        state = read_state_dict(pretrained)
+        source = str(pretrained)
+    if transform is not None:
+        state = transform(state)
+    return load_state_dict_into(module, state, source=source, drop_prefixes=drop_prefixes)
 
 
 def torchvision_hub_state_dict(arch: str) -> StateDict:

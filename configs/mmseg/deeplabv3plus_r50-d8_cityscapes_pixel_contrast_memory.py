@@ -1,0 +1,15 @@
+# DeepLabV3+ R50-D8 on Cityscapes (mmseg's own config) + ContrastiveSeg's pixel contrast
+# against a per-class pixel and segment memory (FIFO queues, saved in the checkpoint).
+_base_ = 'mmseg::deeplabv3plus/deeplabv3plus_r50-d8_4xb2-80k_cityscapes-512x1024.py'
+custom_imports = dict(imports=['contraseg.integrations.mmseg'], allow_failed_imports=False)
+
+model = dict(
+    decode_head=dict(
+        type='EmbedDepthwiseSeparableASPPHead',
+        embed_channels=256,
+        loss_decode=[
+            dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
+            dict(type='PixelContrastLoss', temperature=0.1, base_temperature=0.07,
+                 max_samples=1024, max_views=100, loss_weight=0.1,
+                 memory=dict(pixel_size=5000, segment_size=5000, pixels_per_image=10)),
+        ]))
