@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from contraseg.losses import PixelContrastLoss
-from contraseg.losses._pixels import resize_labels
+from contraseg.losses.memory_contrast import default_block_size, memory_contrast
+from contraseg._labels import resize_labels
 from contraseg.sampling import AnchorSamples, HardAnchorSampler, LoopAnchorSampler, PixelMemoryBank
 
 
@@ -78,10 +79,12 @@ def test_self_contrast_matches_loop_reference(label_scale):
     assert grad.abs().sum() > 0
 
 
-def test_memory_contrast_matches_loop_reference():
+@pytest.mark.parametrize("memory_impl", ["streaming", "dense"])
+def test_memory_contrast_matches_loop_reference(memory_impl):
     embeddings, labels, preds = make_inputs(seed=3)
     bank = filled_bank()
-    loss_fn = PixelContrastLoss(temperature=0.07, max_samples=30, max_views=3, memory=bank)
+    loss_fn = PixelContrastLoss(temperature=0.07, max_samples=30, max_views=3, memory=bank,
+                                memory_impl=memory_impl, block_size=2)
     samples = loss_fn.sampler(labels, preds, generator=torch.Generator().manual_seed(0))
 
     loss = loss_fn(embeddings, labels, preds, samples=samples)
@@ -95,11 +98,12 @@ def test_memory_contrast_matches_loop_reference():
     torch.testing.assert_close(grad, expected_grad, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("with_memory", [False, True])
-def test_gradcheck(with_memory):
+@pytest.mark.parametrize("memory_impl", [None, "streaming", "dense"])
+def test_gradcheck(memory_impl):
     embeddings, labels, preds = make_inputs(batch=1, dim=3, h=4, w=4, num_classes=2, seed=4)
-    memory = filled_bank(num_classes=2, dim=3) if with_memory else None
-    loss_fn = PixelContrastLoss(temperature=0.5, max_samples=8, max_views=2, memory=memory)
+    memory = filled_bank(num_classes=2, dim=3) if memory_impl else None
+    loss_fn = PixelContrastLoss(temperature=0.5, max_samples=8, max_views=2, memory=memory,
+                                memory_impl=memory_impl or "streaming", block_size=3)
     samples = loss_fn.sampler(labels, preds, generator=torch.Generator().manual_seed(0))
     assert samples.index.numel() > 0
     assert torch.autograd.gradcheck(lambda e: loss_fn(e, labels, preds, samples=samples), (embeddings,))
@@ -132,6 +136,118 @@ def test_loop_sampler_can_be_plugged_in():
     loss_fn = PixelContrastLoss(sampler=LoopAnchorSampler(max_samples=20, max_views=3))
     loss = loss_fn(embeddings, labels, preds, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(loss) and loss > 0
+
+
+# ----------------------------------------------------------------------------- streaming = dense
+
+
+def random_bank(num_classes, dim, pixel_size, segment_size, fills, seed, dtype=torch.float64):
+    """A bank whose class k holds fills[k] = (pixel, segment) entries, some classes empty.
+
+    Filled by enqueueing one-pixel images (so FIFO wraps where fills exceed the sizes).
+    """
+    g = torch.Generator().manual_seed(seed)
+    bank = PixelMemoryBank(num_classes, dim, pixel_size=pixel_size, segment_size=segment_size,
+                           pixels_per_image=1).to(dtype)
+    for cls, (pixels, segments) in enumerate(fills):
+        for kind, n in (("pixel", pixels), ("segment", segments)):
+            if n:
+                entries = F.normalize(torch.randn(n, dim, generator=g, dtype=dtype), dim=1)
+                queue, ptr, count = (getattr(bank, f"{kind}_{name}") for name in ("queue", "ptr", "count"))
+                bank._push(queue, ptr, count, entries, torch.full((n,), cls))
+    return bank
+
+
+STREAMING_CASES = {
+    # name: (bank fills per class (pixel, segment), block size)
+    "all classes, wrapped queues": ([(9, 4), (5, 2), (12, 6), (3, 1)], 4),
+    "classes with no entries": ([(6, 2), (0, 0), (0, 3), (4, 0)], 3),
+    "one class in the bank": ([(0, 0), (7, 3), (0, 0), (0, 0)], 2),
+    "one big block": ([(8, 5), (8, 5), (8, 5), (8, 5)], 1000),
+}
+
+
+@pytest.mark.parametrize("case", list(STREAMING_CASES))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_streaming_equals_dense_in_float64(case, seed):
+    fills, block = STREAMING_CASES[case]
+    embeddings, labels, preds = make_inputs(batch=3, dim=5, h=8, w=8, num_classes=4, seed=seed, label_scale=2)
+    labels[0, :5] = 255  # ignored pixels are never anchors
+    bank = random_bank(4, 5, pixel_size=8, segment_size=5, fills=fills, seed=seed + 10)
+    losses, grads = {}, {}
+    for impl in ("streaming", "dense"):
+        loss_fn = PixelContrastLoss(temperature=0.1, base_temperature=0.07, max_samples=40, max_views=4,
+                                    memory=bank, memory_impl=impl, block_size=block)
+        losses[impl] = loss_fn(embeddings, labels, preds, generator=torch.Generator().manual_seed(seed))
+        (grads[impl],) = torch.autograd.grad(losses[impl], embeddings)
+    if case != "one class in the bank":  # there: positives without negatives, loss 0
+        assert losses["dense"] != 0 and grads["dense"].abs().sum() > 0
+    torch.testing.assert_close(losses["streaming"], losses["dense"], atol=1e-8, rtol=0)
+    torch.testing.assert_close(grads["streaming"], grads["dense"], atol=1e-8, rtol=0)
+
+
+def test_streaming_anchors_without_positives_or_negatives():
+    """Anchors of a class absent from the bank are left out; anchors whose class is the
+    only one in the bank have loss 0 (no negatives) but still count in the mean."""
+    g = torch.Generator().manual_seed(3)
+    anchors = F.normalize(torch.randn(9, 4, generator=g, dtype=torch.float64), dim=1).requires_grad_()
+    anchor_labels = torch.tensor([0, 1, 2, 2, 1, 0, 3, 3, 2])
+    bank = random_bank(4, 4, pixel_size=6, segment_size=3, fills=[(5, 2), (0, 0), (3, 0), (0, 0)], seed=4)
+    (queues, counts) = bank.queues()
+    loss = memory_contrast(anchors, anchor_labels, queues, counts, 0.2, 0.1, block_size=2)
+    feats, feat_labels = bank.contrast_set()
+    keep = torch.tensor([label in (0, 2) for label in anchor_labels.tolist()])
+    expected = reference_loss(anchors[keep], anchor_labels[keep], feats, feat_labels, 0.2, 0.1, exclude_self=False)
+    torch.testing.assert_close(loss, expected, atol=1e-10, rtol=0)
+    (grad,) = torch.autograd.grad(loss, anchors)
+    (expected_grad,) = torch.autograd.grad(expected, anchors)
+    torch.testing.assert_close(grad, expected_grad, atol=1e-10, rtol=0)
+    assert torch.equal(grad[~keep], torch.zeros_like(grad[~keep]))
+
+    only = random_bank(4, 4, pixel_size=6, segment_size=3, fills=[(0, 0), (0, 0), (4, 1), (0, 0)], seed=5)
+    loss = memory_contrast(anchors, anchor_labels, *only.queues(), 0.2, 0.1)
+    assert float(loss.detach()) == 0.0  # positives but no negatives
+    assert memory_contrast(anchors, anchor_labels, *random_bank(4, 4, 6, 3, [(0, 0)] * 4, 6).queues(), 0.2, 0.1) is None
+    assert memory_contrast(anchors[:0], anchor_labels[:0], queues, counts, 0.2, 0.1) is None
+    with pytest.raises(ValueError, match=r"anchor_labels has values in \[0, 4\], outside \[0, 4\) of the queues"):
+        memory_contrast(anchors, anchor_labels.clamp(max=3) + (anchor_labels == 3), queues, counts, 0.2, 0.1)
+    with pytest.raises(ValueError, match="block_size must be a positive int, got 0"):
+        memory_contrast(anchors, anchor_labels, queues, counts, 0.2, 0.1, block_size=0)
+
+
+def test_streaming_with_a_float32_bank_and_float64_anchors():
+    embeddings, labels, preds = make_inputs(seed=11)
+    bank = filled_bank(dtype=torch.float32)
+    out = [PixelContrastLoss(max_samples=30, max_views=3, memory=bank, memory_impl=impl)(
+        embeddings, labels, preds, generator=torch.Generator().manual_seed(0)) for impl in ("streaming", "dense")]
+    assert out[0].dtype == torch.float64
+    torch.testing.assert_close(out[0], out[1], atol=1e-6, rtol=0)  # the bank's float32 rounding
+
+
+def test_streaming_detects_a_bank_changed_before_backward_and_enqueue_option_copies():
+    embeddings, labels, preds = make_inputs(seed=12)
+    bank = filled_bank(pixel_size=50)
+    loss_fn = PixelContrastLoss(max_samples=20, max_views=3, memory=bank)
+    loss = loss_fn(embeddings, labels, preds, generator=torch.Generator().manual_seed(0))
+    bank.enqueue(embeddings.detach(), labels)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+    reference_bank = filled_bank(pixel_size=50)
+    expected = PixelContrastLoss(max_samples=20, max_views=3, memory=reference_bank)(
+        embeddings, labels, preds, generator=torch.Generator().manual_seed(0))
+    (expected_grad,) = torch.autograd.grad(expected, embeddings)
+    enqueued = PixelContrastLoss(max_samples=20, max_views=3, memory=filled_bank(pixel_size=50))(
+        embeddings, labels, preds, generator=torch.Generator().manual_seed(0), enqueue=True)
+    (grad,) = torch.autograd.grad(enqueued, embeddings)
+    assert torch.equal(grad, expected_grad)  # the backward saw the bank as it was
+
+
+def test_default_block_size_keeps_the_similarity_buffer_near_64_mib():
+    assert default_block_size(1024, torch.device("cpu")) == 16384  # 1024 x 16384 float32 = 64 MiB
+    assert default_block_size(1024, torch.device("cuda"), element_size=8) == 8192
+    assert default_block_size(10**6, torch.device("cpu")) == 256
+    assert default_block_size(1, torch.device("cuda")) == 65536
 
 
 # ----------------------------------------------------------------------------- edge cases
@@ -218,12 +334,13 @@ def test_small_temperature_stays_finite():
 # ----------------------------------------------------------------------------- precision
 
 
-@pytest.mark.parametrize("with_memory", [False, True])
-def test_bf16_autocast_and_half_inputs_match_float32(with_memory):
+@pytest.mark.parametrize("memory_impl", [None, "streaming", "dense"])
+def test_bf16_autocast_and_half_inputs_match_float32(memory_impl):
     embeddings, labels, preds = make_inputs(batch=2, dim=16, h=8, w=8, seed=8, dtype=torch.float32)
     embeddings = embeddings.detach()
-    memory = filled_bank(dim=16, dtype=torch.float32) if with_memory else None
-    loss_fn = PixelContrastLoss(temperature=0.07, max_samples=64, max_views=8, memory=memory)
+    memory = filled_bank(dim=16, dtype=torch.float32) if memory_impl else None
+    loss_fn = PixelContrastLoss(temperature=0.07, max_samples=64, max_views=8, memory=memory,
+                                memory_impl=memory_impl or "streaming", block_size=4)
     samples = loss_fn.sampler(labels, preds, generator=torch.Generator().manual_seed(0))
     reference = loss_fn(embeddings, labels, preds, samples=samples)
     assert reference > 0
@@ -276,6 +393,10 @@ def test_rejects_bad_memory_input():
         PixelContrastLoss(memory=torch.zeros(3))
     with pytest.raises(ValueError, match="temperature must be > 0, got 0"):
         PixelContrastLoss(temperature=0)
+    with pytest.raises(ValueError, match="memory_impl must be one of streaming, dense, got 'blocks'"):
+        PixelContrastLoss(memory=bank, memory_impl="blocks")
+    with pytest.raises(ValueError, match="block_size must be a positive int or None, got 0"):
+        PixelContrastLoss(memory=bank, block_size=0)
 
 
 def test_rejects_bad_samples():

@@ -225,10 +225,11 @@ def test_enqueue_keeps_class_zero_drops_ignored_and_stores_segment_means():
     bank = PixelMemoryBank(num_classes=3, dim=5, pixel_size=50, segment_size=10, pixels_per_image=2)
     bank.enqueue(embeddings, labels, generator=g)
     assert bank.segment_count[0] == 2  # class 0 present in both images
-    # segments: the normalised mean of each (image, class), in image order
+    # segments: per (image, class), in image order, the normalised mean of the unit-norm
+    # keys (the released code's _dequeue_and_enqueue averages its normalised keys)
     for cls in range(3):
         expected = [
-            F.normalize(embeddings[b].permute(1, 2, 0)[labels[b] == cls].mean(0), dim=0)
+            F.normalize(F.normalize(embeddings[b].permute(1, 2, 0)[labels[b] == cls], dim=1).mean(0), dim=0)
             for b in range(2)
             if (labels[b] == cls).any()
         ]

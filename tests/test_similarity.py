@@ -1,7 +1,7 @@
 import torch
 import torch.nn.functional as F
 
-from contraseg.losses._pixels import nearest_indices, resize_labels
+from contraseg._labels import nearest_indices, resize_labels
 from contraseg.losses._similarity import normalised_similarity
 
 

@@ -66,16 +66,29 @@ def cpu_peak_bytes(fn: Callable[[], object]) -> int:
     torch keeps no allocator statistics on CPU, so the allocations and frees recorded
     by ``torch.profiler`` (``profile_memory=True``) are replayed in time order and the
     highest running total is returned: exact for tensors torch allocates.
+
+    The replay reads the profiler's raw ``[memory]`` records (one per allocation or
+    free, with its own time stamp). Summing each operator's net ``self`` memory at the
+    operator's start instead misses buffers freed outside an operator, e.g. inside a
+    custom ``autograd.Function``, whose frees are booked at the enclosing event's start.
     """
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    changes = sorted(
-        (event.time_range.start, event.self_cpu_memory_usage)
-        for event in prof.events()
-        if event.self_cpu_memory_usage
-    )
+    try:
+        cpu = torch.device("cpu").type
+        changes = sorted(
+            (event.start_ns(), event.nbytes())
+            for event in prof.profiler.kineto_results.events()
+            if event.name() == "[memory]" and str(event.device_type()).lower().endswith(cpu)
+        )
+    except AttributeError:  # a torch without the raw records: per-operator replay
+        changes = sorted(
+            (event.time_range.start, event.self_cpu_memory_usage)
+            for event in prof.events()
+            if event.self_cpu_memory_usage
+        )
     current = peak = 0
     for _, delta in changes:
         current += delta

@@ -8,6 +8,10 @@ step. Inputs are rendered ``synthetic-source`` street scenes (so labels form rea
 regions). The pixel memory bank is filled before timing (a full bank is the steady
 state); ProtoSeg swaps the linear classifier for the prototype classifier, so its row
 also includes that change.
+
+The memory-bank row also gets its own floor, timed in the same rounds: the three
+matmuls of the step's A sampled anchors x D x M bank entries (forward, and the two of
+backward), so its overhead over the CE step reads as "x its matmul floor".
 """
 
 from __future__ import annotations
@@ -91,6 +95,32 @@ def build_step(name: str, args: argparse.Namespace, images: torch.Tensor, labels
     return lambda: training_step(parts, images, labels, next(counter))
 
 
+def memory_bank_floor(args: argparse.Namespace, images: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                      ignore_index: int) -> tuple[Callable[[], object], int, int]:
+    """The 3-matmul floor of the memory-bank step: ``(closure, A anchors, M entries)``.
+
+    A is what the regulariser's sampler picks on the model's first forward of this batch
+    (same seed as the timed step), M the filled entries of the full bank.
+    """
+    from .._labels import resize_labels
+    from ..engine.config import RegulariserConfig
+    from ..engine.regularisers import build_regulariser
+    from ..models import build_segmentor
+    from .losses import memory_floor
+
+    torch.manual_seed(0)
+    model = build_segmentor(args.backbone, args.head, num_classes=num_classes, embed_dim=args.embed_dim).to(images.device)
+    reg_cfg = RegulariserConfig(name="pixel_contrast_memory", memory_pixel_size=args.memory_size,
+                                memory_segment_size=args.memory_size)
+    loss = build_regulariser(reg_cfg, num_classes, args.embed_dim, ignore_index).loss
+    with torch.no_grad():
+        out = model.train()(images)
+    grid = tuple(out["embed"].shape[-2:])
+    samples = loss.sampler(resize_labels(labels, grid), resize_labels(out["logits"].argmax(1), grid))
+    anchors, entries = samples.index.numel(), num_classes * 2 * args.memory_size
+    return memory_floor(anchors, entries, args.embed_dim, images.device), anchors, entries
+
+
 def interleaved_medians(steps: dict[str, Callable[[], object]], device: torch.device, repeats: int,
                         warmup: int) -> dict[str, float]:
     """Median seconds per step of each closure; the repeats go round-robin over the
@@ -131,7 +161,18 @@ def main(argv: list[str]) -> int:
           f"median of {args.repeats} after {args.warmup} warm-up steps, threads {torch.get_num_threads()}")
     start = time.perf_counter()
     steps = {name: build_step(name, args, images, labels, len(info.classes), info.ignore_index) for name in names}
+    floor = None
+    if "pixel_contrast_memory" in steps:
+        floor_step, anchors, entries = memory_bank_floor(args, images, labels, len(info.classes), info.ignore_index)
+        floor = "memory-bank matmul floor"
+        steps[floor] = floor_step
     times = interleaved_medians(steps, device, args.repeats, args.warmup)
+    floor_time = times.pop(floor) if floor else None
     print(format_table(times))
+    if floor_time is not None:
+        extra = times["pixel_contrast_memory"] - times["none"]
+        print(f"pixel_contrast_memory: {1000 * extra:.1f} ms over the CE step = {extra / floor_time:.2f}x its "
+              f"matmul floor ({1000 * floor_time:.1f} ms: 3 matmuls of {anchors} anchors x D={args.embed_dim} x "
+              f"{entries} bank entries, same rounds)")
     print(f"({time.perf_counter() - start:.0f} s)")
     return 0

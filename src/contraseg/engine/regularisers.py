@@ -20,7 +20,8 @@ name                       terms                                                
 none                       (none)                                                  -
 proac                      ProAC, fixed hyperspherical prototypes, t = 0.1         0.1
 pixel_contrast             ContrastiveSeg pixel-pixel contrast in the batch        0.1
-pixel_contrast_memory      the same against a pixel + segment memory bank          0.1
+pixel_contrast_memory      the same against a pixel + segment memory bank,         0.1
+                           streamed in blocks (``memory_impl="streaming"``)
 protoseg                   PPC (x ppc_weight 0.01) and PPD (x ppd_weight 0.001)    1
 =========================  ======================================================  ======
 """
@@ -100,7 +101,11 @@ class ProACRegulariser(Regulariser):
 
 class PixelContrastRegulariser(Regulariser):
     """ContrastiveSeg pixel-to-pixel contrast; with ``memory`` the contrast set is a
-    pixel/segment memory bank, filled after each step with the batch of every rank."""
+    pixel/segment memory bank, filled after each step with the batch of every rank.
+
+    The memory path uses the streaming loss (``PixelContrastLoss``'s default
+    ``memory_impl="streaming"``): the bank is read in place, block by block, and is
+    enqueued in :meth:`after_step`, after backward, so no copy of it is kept."""
 
     name = "pixel_contrast"
     uses_embedding = True
@@ -119,7 +124,7 @@ class PixelContrastRegulariser(Regulariser):
             self.name = "pixel_contrast_memory"
         self.loss = PixelContrastLoss(temperature=cfg.temperature, base_temperature=cfg.base_temperature,
                                       max_samples=cfg.max_samples, max_views=cfg.max_views, memory=bank,
-                                      ignore_index=ignore_index)
+                                      ignore_index=ignore_index, memory_impl="streaming")
 
     def terms(self, outputs: dict[str, Tensor], labels: Tensor, model: nn.Module | None) -> dict[str, Tensor]:
         """``{"contrast": PixelContrastLoss(embed, labels, argmax of the logits)}``."""

@@ -1,13 +1,15 @@
 """Contrastive and prototype losses for dense prediction, one method per module.
 
-=====================  ==========================================================
-``ProACLoss``          prototype-anchor contrast with fixed prototypes (ProAC)
-``PixelContrastLoss``  cross-image pixel-to-pixel contrast (ContrastiveSeg)
-``PPCLoss``            pixel-prototype contrast (ProtoSeg)
-``PPDLoss``            pixel-prototype distance (ProtoSeg)
-``ImageLevelLoss``     image-level weak-label loss (WDASS)
-``PrototypeContrastLoss``  pixel-to-prototype contrast across / within domains (WDASS)
-=====================  ==========================================================
+================================  ==========================================================================
+``ProACLoss``                     prototype-anchor contrast with fixed prototypes (ProAC)
+``PixelContrastLoss``             cross-image pixel-to-pixel contrast (ContrastiveSeg)
+``PPCLoss``                       pixel-prototype contrast (ProtoSeg)
+``PPDLoss``                       pixel-prototype distance (ProtoSeg)
+``ImageLevelLoss``                image-level weak-label loss (WDASS)
+``PrototypeContrastLoss``         pixel-to-prototype softmax contrast (WDASS, prototype-softmax variant)
+``WDASSContrastLoss``             WDASS prototype contrast as released: sampled anchors, cross + intra terms
+``SampledPrototypeContrastLoss``  one term of it
+================================  ==========================================================================
 """
 
 from .._lazy import lazy_exports
@@ -19,7 +21,10 @@ _EXPORTS = {
     "PPDLoss": "protoseg",
     "ImageLevelLoss": "wdass",
     "PrototypeContrastLoss": "wdass",
-    "WDASSContrastLoss": "wdass",
+    "WDASSContrastLoss": "wdass_contrast",
+    "WDASSSoftmaxContrastLoss": "wdass",
+    "SampledPrototypeContrastLoss": "wdass_contrast",
+    "PixelView": "wdass_contrast",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

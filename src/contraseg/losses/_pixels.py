@@ -1,43 +1,21 @@
-"""Label helpers shared by the dense losses.
+"""Helpers shared by the dense losses.
 
 Every dense loss resizes its B x H x W labels to the B x D x h x w embedding grid with
-nearest neighbour (the convention of ContrastiveSeg and ProAC) and returns
-:func:`zero_loss` when nothing is left to contrast. The losses then work on the
-embeddings' own B x D x (h*w) layout, masking ignored pixels instead of copying the
-kept ones out.
+nearest neighbour (:func:`contraseg._labels.resize_labels`, the convention of
+ContrastiveSeg and ProAC) and returns :func:`zero_loss` when nothing is left to
+contrast. The losses then work on the embeddings' own B x D x (h*w) layout, masking
+ignored pixels instead of copying the kept ones out.
 """
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
+# Label resizing lives in contraseg._labels (below losses, sampling and data); the names
+# stay importable from here for code written before the move.
+from .._labels import nearest_indices, resize_labels
 
-def nearest_indices(size_in: int, size_out: int, device: torch.device | None = None) -> Tensor:
-    """Source index of every output position under ``F.interpolate(mode="nearest")``.
-
-    ``floor(i * size_in / size_out)`` computed in float32 like PyTorch's kernel, so the
-    result matches ``F.interpolate`` exactly (tested over many size pairs).
-    """
-    scale = torch.tensor(size_in, dtype=torch.float32) / size_out
-    index = (torch.arange(size_out, dtype=torch.float32) * scale).floor().long()
-    return index.clamp_(max=size_in - 1).to(device)
-
-
-def resize_labels(labels: Tensor, size: tuple[int, int]) -> Tensor:
-    """Nearest-neighbour resize of B x H x W integer labels to B x h x w.
-
-    Labels are not interpolated: each output pixel takes the label of the input pixel
-    that ``F.interpolate(mode="nearest")`` maps it to. The rows and columns are picked
-    by index, so the cost is that of the output, not of the (often 8x larger) input.
-    Returned as ``torch.long``.
-    """
-    h, w = size
-    if tuple(labels.shape[-2:]) == (h, w):
-        return labels.long()
-    rows = nearest_indices(labels.shape[-2], h, labels.device)
-    cols = nearest_indices(labels.shape[-1], w, labels.device)
-    return labels[..., rows[:, None], cols[None, :]].long()
+__all__ = ["nearest_indices", "resize_labels", "zero_loss"]
 
 
 def zero_loss(reference: Tensor) -> Tensor:

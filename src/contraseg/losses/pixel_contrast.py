@@ -16,8 +16,13 @@ batch) or, with a :class:`contraseg.sampling.PixelMemoryBank`, the bank's filled
 (pixel and segment queues, all classes; the anchors are not in the bank, so nothing is
 excluded). An anchor without negatives has ``loss_a = 0``.
 
-Cost: one A x M similarity matrix, A <= ``max_samples`` anchors against M contrast
-entries (A x A without memory); never N x N over all pixels.
+Cost: without memory, one A x A similarity matrix, A <= ``max_samples`` anchors; never
+N x N over all pixels. With memory (M entries, up to 190,000 for the paper's bank), the
+default ``memory_impl="streaming"`` walks the bank in blocks
+(:mod:`contraseg.losses.memory_contrast`): three A x D x M matmuls' worth of work and
+O(A x block) extra memory, whatever M. ``memory_impl="dense"`` gathers the bank and
+builds the A x M matrix (:func:`supervised_contrast`); it is kept as the reference the
+streaming loss is tested and benchmarked against.
 """
 
 from __future__ import annotations
@@ -31,7 +36,11 @@ from torch import Tensor, nn
 from .._validation import check_dim, check_embeddings, check_label_range, check_labels
 from ..sampling.anchor_sampler import AnchorSamples, HardAnchorSampler
 from ..sampling.memory_bank import PixelMemoryBank
-from ._pixels import resize_labels, zero_loss
+from .._labels import resize_labels
+from ._pixels import zero_loss
+from .memory_contrast import memory_contrast
+
+MEMORY_IMPLS = ("streaming", "dense")
 
 
 def supervised_contrast(
@@ -100,6 +109,11 @@ class PixelContrastLoss(nn.Module):
         sampler: optional anchor sampler (``sampler(labels, predictions, generator)`` ->
             :class:`AnchorSamples`); default ``HardAnchorSampler(max_samples, max_views,
             ignore_index)``. When given, ``max_samples`` and ``max_views`` are unused.
+        memory_impl: how anchors meet the memory bank: ``"streaming"`` (default; blocks
+            of the bank, memory independent of its size) or ``"dense"`` (the whole
+            A x M matrix; the reference). Same value and gradient.
+        block_size: bank entries per block of the streaming loss (default: chosen per
+            device, :func:`contraseg.losses.memory_contrast.default_block_size`).
 
     Shape:
         - embeddings: B x D x h x w, any float dtype (normalised over D inside; half
@@ -125,8 +139,15 @@ class PixelContrastLoss(nn.Module):
         ignore_index: int = 255,
         memory: PixelMemoryBank | None = None,
         sampler: Callable[..., AnchorSamples] | None = None,
+        memory_impl: str = "streaming",
+        block_size: int | None = None,
     ) -> None:
         super().__init__()
+        if memory_impl not in MEMORY_IMPLS:
+            raise ValueError(f"memory_impl must be one of {', '.join(MEMORY_IMPLS)}, got {memory_impl!r}")
+        if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, int)
+                                       or block_size < 1):
+            raise ValueError(f"block_size must be a positive int or None, got {block_size!r}")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if base_temperature <= 0:
@@ -142,11 +163,14 @@ class PixelContrastLoss(nn.Module):
         self.ignore_index = int(ignore_index)
         self.sampler = sampler if sampler is not None else HardAnchorSampler(max_samples, max_views, ignore_index)
         self.memory = memory
+        self.memory_impl = memory_impl
+        self.block_size = block_size
 
     def extra_repr(self) -> str:
+        memory = f", memory_impl={self.memory_impl!r}" if self.memory is not None else ""
         return (
             f"temperature={self.temperature}, base_temperature={self.base_temperature}, "
-            f"ignore_index={self.ignore_index}, sampler={self.sampler!r}"
+            f"ignore_index={self.ignore_index}, sampler={self.sampler!r}{memory}"
         )
 
     def forward(
@@ -165,7 +189,9 @@ class PixelContrastLoss(nn.Module):
             labels: B x H x W integer ground truth.
             predictions: B x H' x W' integer predicted classes.
             samples: precomputed anchors (``index`` P x V into the flattened B*h*w grid).
-            enqueue: after computing the loss, push this batch into ``memory``.
+            enqueue: after computing the loss, push this batch into ``memory``. The
+                streaming loss then contrasts against a copy of the bank (its backward
+                re-reads the entries); enqueue after ``backward()`` to avoid that copy.
             generator: ``torch.Generator`` passed to the sampler.
 
         Returns:
@@ -190,12 +216,12 @@ class PixelContrastLoss(nn.Module):
         else:
             _check_samples(samples, flat_labels)
 
-        loss = self._contrast(embeddings, samples)
+        loss = self._contrast(embeddings, samples, copy_memory=enqueue)
         if enqueue:
             self.memory.enqueue(embeddings.detach(), labels)
         return loss
 
-    def _contrast(self, embeddings: Tensor, samples: AnchorSamples) -> Tensor:
+    def _contrast(self, embeddings: Tensor, samples: AnchorSamples, copy_memory: bool = False) -> Tensor:
         """The loss of the sampled anchors, in float32 (or float64) with autocast off."""
         if samples.index.numel() == 0:
             return zero_loss(embeddings)
@@ -212,6 +238,14 @@ class PixelContrastLoss(nn.Module):
                 loss = supervised_contrast(
                     anchors, anchor_labels, anchors, anchor_labels,
                     self.temperature, self.base_temperature, exclude_self=True,
+                )
+            elif self.memory_impl == "streaming":
+                queues, counts = self.memory.queues()
+                if copy_memory:
+                    queues = tuple(queue.clone() for queue in queues)
+                loss = memory_contrast(
+                    anchors, anchor_labels, queues, counts,
+                    self.temperature, self.base_temperature, self.block_size,
                 )
             else:
                 bank_feats, bank_labels = self.memory.contrast_set()

@@ -7,7 +7,14 @@ of embeddings from earlier batches, kept as two first-in first-out queues per cl
 - the pixel queue (K x pixel_size x D): per image and class present, up to
   ``pixels_per_image`` randomly chosen pixel embeddings (L2-normalised);
 - the segment queue (K x segment_size x D): per image and class present, one entry,
-  the L2-normalised mean embedding of the class's pixels in that image.
+  ``normalize(mean_i normalize(f_i))`` over the class's pixels in that image: the mean
+  of the unit-norm keys, as the released code does (its keys are the projection head's
+  normalised output). Earlier versions of contraseg stored ``normalize(mean_i f_i)``,
+  which agrees only when the embeddings are already unit-norm.
+
+Entries are stored L2-normalised, each kind in one contiguous K x S x D buffer where
+class k fills slots ``[0, count_k)``, so the loss reads them in place (no gather, no
+re-normalisation; see :func:`contraseg.losses.memory_contrast.memory_contrast`).
 
 Every class present is enqueued, class 0 included (the original code skipped class 0),
 and ``ignore_index`` pixels are dropped. A class's pointer advances by the number of
@@ -25,7 +32,7 @@ from torch import Tensor, nn
 
 from .._validation import check_dim, check_embeddings, check_label_range, check_labels
 from ..distributed import all_gather_cat
-from ..losses._pixels import resize_labels
+from .._labels import resize_labels
 
 
 def _positive_int(value: int, name: str) -> int:
@@ -54,7 +61,8 @@ class PixelMemoryBank(nn.Module):
 
     Cost: the loss contrasts every anchor with all filled entries, at most
     ``K * (pixel_size + segment_size)``; with 1024 anchors, 19 classes and the original
-    sizes that is a 1024 x 190000 similarity matrix per step.
+    sizes that is 1024 x 190000 similarities per step, which the streaming loss computes
+    block by block (:meth:`queues`) without ever holding them all.
 
     Example:
         >>> bank = PixelMemoryBank(num_classes=19, dim=256)
@@ -124,11 +132,21 @@ class PixelMemoryBank(nn.Module):
         self._push(self.segment_queue, self.segment_ptr, self.segment_count, segments, segment_labels)
         self._push(self.pixel_queue, self.pixel_ptr, self.pixel_count, pixels, pixel_labels)
 
+    def queues(self) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+        """The stored buffers as they are: ``((pixel_queue, segment_queue), (pixel_count, segment_count))``.
+
+        Each queue is K x S x D with class k's normalised entries in slots
+        ``[0, count[k])`` (FIFO fills slots in order and only ever wraps a full class).
+        No copy is made: this is what the streaming loss reads.
+        """
+        return (self.pixel_queue, self.segment_queue), (self.pixel_count, self.segment_count)
+
     def contrast_set(self) -> tuple[Tensor, Tensor]:
-        """The filled entries: ``(features M x D, labels M long)``.
+        """The filled entries gathered into one copy: ``(features M x D, labels M long)``.
 
         Pixel entries first, then segment entries, each class by class and slot by slot.
-        An empty bank gives M = 0.
+        An empty bank gives M = 0. (Used by the dense reference path of the loss and by
+        tests; the streaming loss reads :meth:`queues` instead.)
         """
         feats, labels = [], []
         for queue, count in ((self.pixel_queue, self.pixel_count), (self.segment_queue, self.segment_count)):
@@ -143,8 +161,9 @@ class PixelMemoryBank(nn.Module):
         """The entries one batch contributes: segments, their labels, pixels, their labels.
 
         Segments (one per (image, class) pair, ordered by image then class) are the
-        normalised mean embeddings; pixels are up to ``pixels_per_image`` random ones per
-        pair, normalised. Everything is in the bank's dtype and on its device.
+        normalised means of the pair's normalised embeddings; pixels are up to
+        ``pixels_per_image`` random ones per pair, normalised. Everything is in the
+        bank's dtype and on its device.
         """
         queue = self.pixel_queue
         b, d, h, w = embeddings.shape
@@ -152,12 +171,13 @@ class PixelMemoryBank(nn.Module):
         check_label_range(flat_labels, self.num_classes, self.ignore_index)
         work_dtype = torch.promote_types(queue.dtype, torch.float32)  # means of half inputs in float32
         feats = embeddings.permute(0, 2, 3, 1).reshape(-1, d).to(device=queue.device, dtype=work_dtype)
+        feats = F.normalize(feats, dim=1)  # the keys are unit-norm, as in the released code
 
         pixel_index = (flat_labels != self.ignore_index).nonzero().squeeze(1)
         pair_of_pixel = (pixel_index // (h * w)) * self.num_classes + flat_labels[pixel_index]
         num_pairs = b * self.num_classes
 
-        # Segments: per-pair means by one scatter-add.
+        # Segments: per-pair means of the unit-norm keys by one scatter-add, renormalised.
         pair_counts = torch.bincount(pair_of_pixel, minlength=num_pairs)
         sums = feats.new_zeros(num_pairs, d).index_add_(0, pair_of_pixel, feats[pixel_index])
         present = (pair_counts > 0).nonzero().squeeze(1)
@@ -172,7 +192,7 @@ class PixelMemoryBank(nn.Module):
         pair_start = torch.cumsum(pair_counts, 0) - pair_counts
         rank_in_pair = torch.arange(sorted_pixels.numel(), device=queue.device) - pair_start[sorted_pairs]
         chosen = rank_in_pair < self.pixels_per_image
-        pixels = F.normalize(feats[sorted_pixels[chosen]], dim=1)
+        pixels = feats[sorted_pixels[chosen]]
         pixel_labels = sorted_pairs[chosen] % self.num_classes
         return segments.to(queue.dtype), segment_labels, pixels.to(queue.dtype), pixel_labels
 
