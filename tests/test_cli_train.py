@@ -11,6 +11,7 @@ import yaml
 from PIL import Image
 
 from contraseg.cli import main
+from contraseg.data.palettes import CITYSCAPES_CLASSES
 
 TINY = {
     "name": "tiny",
@@ -183,23 +184,57 @@ def test_demo_end_to_end_on_a_few_iterations(tmp_path, capsys, monkeypatch):
         from contraseg.engine.config import config_from_dict, config_to_dict
 
         raw = config_to_dict(original(regulariser, iters, seed))
+        raw["data"]["train"]["options"]["length"] = 16
         for val in raw["data"]["val"]:
             val["options"]["length"] = 4
         return config_from_dict(raw)
 
     monkeypatch.setattr(demo, "demo_config", smaller)
-    assert main(["demo", "--iters", "2", "--out", str(tmp_path)]) == 0
+    monkeypatch.setattr(demo, "VAL_SCENES", 4)
+    (tmp_path / "ce").mkdir()
+    (tmp_path / "ce" / "last.pth").write_text("an earlier demo's checkpoint")  # replaced, not refused
+    (tmp_path / "notes.txt").write_text("kept")
+    assert main(["demo", "--iters", "2", "--out", str(tmp_path), "--threads", "1"]) == 0
     printed = capsys.readouterr().out
-    header = next(line for line in printed.splitlines() if line.startswith("IoU % on synthetic-target/val"))
-    assert header.split()[-3:] == ["CE", "CE+ProAC", "delta"]
-    assert "mIoU synthetic-target/val" in printed and "mIoU synthetic-source/val" in printed
+    lines = printed.splitlines()
+    top = next(i for i, line in enumerate(lines) if line.split() == ["synthetic-source/val", "synthetic-target/val"])
+    assert lines[top + 1].split() == ["IoU", "%", "CE", "CE+ProAC", "delta", "CE", "CE+ProAC", "delta"]
+    miou = next(line for line in lines if line.startswith("mIoU"))
+    assert len(miou.split()) == 7
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert set(summary["results"]) == {"CE", "CE+ProAC"}
+    assert set(summary) >= {"total_seconds", "runs"} and set(summary["runs"]) == {"ce", "proac"}
+    for run in summary["runs"].values():
+        assert set(run) == {"synthetic-source/val", "synthetic-target/val"}
+        for result in run.values():
+            assert 0.0 <= result["miou"] <= 100.0
+            assert list(result["per_class_iou"]) == list(CITYSCAPES_CLASSES)
     assert sorted(p.name for p in (tmp_path / "overlays").glob("compare_*.png")) == [
         f"compare_synthetic-target_val_00000{i}.png" for i in range(4)]
     compare = np.asarray(Image.open(tmp_path / "overlays" / "compare_synthetic-target_val_000000.png"))
     assert compare.shape == (2 * 64, 2 * 4 * 128, 3)  # input | ground truth | CE | CE+ProAC, zoomed x2
-    assert (tmp_path / "ce" / "last.pth").is_file() and (tmp_path / "proac" / "last.pth").is_file()
+    assert (tmp_path / "ce" / "last.pth").stat().st_size > 1000 and (tmp_path / "proac" / "last.pth").is_file()
+    assert (tmp_path / "embed_ce_vs_proac.png").is_file() and (tmp_path / "notes.txt").read_text() == "kept"
+
+
+def test_demo_training_is_repeatable_in_one_process(tmp_path):
+    """The demo's config trained twice from the same seed gives bit-identical weights
+    (the in-memory scene cache is warm the second time, so this also checks that caching
+    does not change what is trained on)."""
+    from contraseg.commands.demo import demo_config
+    from contraseg.engine.config import config_from_dict, config_to_dict
+    from contraseg.engine.trainer import Trainer
+
+    raw = config_to_dict(demo_config("proac", iters=3))
+    raw["data"]["train"]["options"]["length"] = 12
+    raw["data"]["val"] = raw["data"]["val"][:1]
+    raw["data"]["val"][0]["options"]["length"] = 2
+    weights = []
+    for run in ("a", "b"):
+        trainer = Trainer(config_from_dict(raw), tmp_path / run)
+        trainer.fit()
+        weights.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
 def test_demo_table_marks_differences():
@@ -208,13 +243,28 @@ def test_demo_table_marks_differences():
     def metrics(iou, miou):
         return {"classes": ["road", "car", "bus"], "IoU": iou, "mIoU": miou}
 
-    results = {"CE": {"t": metrics([0.5, 0.25, None], 0.375), "s": metrics([0.9, 0.8, None], 0.85)},
-               "CE+ProAC": {"t": metrics([0.6, 0.2, None], 0.4), "s": metrics([0.9, 0.7, None], 0.8)}}
-    lines = comparison_table(results, "t", "s").splitlines()
-    rows = {line.split()[0]: line.split()[1:] for line in lines[2:] if not line.startswith("-")}
-    assert rows["road"] == ["50.0", "60.0", "+10.0"] and rows["car"] == ["25.0", "20.0", "-5.0"]
-    assert "bus" not in rows  # absent from both: not listed
-    assert lines[-2].split()[-3:] == ["37.5", "40.0", "+2.5"] and lines[-1].split()[-3:] == ["85.0", "80.0", "-5.0"]
+    results = {"CE": {"s": metrics([0.9, 0.8, None], 0.85), "t": metrics([0.5, 0.25, None], 0.375)},
+               "CE+ProAC": {"s": metrics([0.9, 0.7, None], 0.8), "t": metrics([0.6, 0.2, None], 0.4)}}
+    lines = comparison_table(results, ["s", "t"]).splitlines()
+    assert lines[0].split() == ["s", "t"]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[3:] if not line.startswith("-")}
+    assert rows["road"] == ["90.0", "90.0", "+0.0", "50.0", "60.0", "+10.0"]
+    assert rows["car"] == ["80.0", "70.0", "-10.0", "25.0", "20.0", "-5.0"]
+    assert "bus" not in rows  # absent from both runs and datasets: not listed
+    assert rows["mIoU"] == ["85.0", "80.0", "-5.0", "37.5", "40.0", "+2.5"]
+
+
+def test_demo_summary_has_the_documented_shape():
+    from contraseg.commands.demo import summary_record
+
+    def metrics(iou, miou):
+        return {"classes": ["road", "car"], "IoU": iou, "mIoU": miou}
+
+    results = {"CE": {"s": metrics([0.9, None], 0.9)}, "CE+ProAC": {"s": metrics([0.5, float("nan")], 0.5)}}
+    record = summary_record(results, {"ce": 1.25, "proac": 2.0}, 7, 3.5)
+    assert record["total_seconds"] == 3.5 and record["unit"] == "%"
+    assert record["runs"] == {"ce": {"s": {"miou": 90.0, "per_class_iou": {"road": 90.0, "car": None}}},
+                              "proac": {"s": {"miou": 50.0, "per_class_iou": {"road": 50.0, "car": None}}}}
 
 
 def test_train_step_benchmark_prints_a_table(capsys):

@@ -22,7 +22,7 @@ from contraseg.models import (
     build_segmentor,
 )
 from contraseg.models.backbones import dilate_resnet
-from contraseg.models.heads import ASPP, DeepLabV2Head, aspp_rates
+from contraseg.models.heads import ASPP, MULTI_LEVEL_HEADS, DeepLabV2Head, aspp_rates
 from contraseg.models.ocr import OCRHead
 from contraseg.models.weights import read_state_dict
 
@@ -67,13 +67,13 @@ def test_every_head_on_backbone_gives_contract_shapes(backbone: str) -> None:
         model = build_segmentor(backbone, head, num_classes=K, embed_dim=D, output_stride=8, head_channels=8).eval()
         with torch.no_grad():
             _check_contract(model(images), _grid(model.output_stride), (backbone, head))
-        multi = head in ("fpn", "segformer")
+        multi = head in MULTI_LEVEL_HEADS
         assert model.output_stride == (4 if multi or backbone.startswith("hrnet") else
                                        32 if backbone.startswith("mit") else 8), (backbone, head)
 
 
 def _head_for(body, head_name: str, channels: int = 16):
-    if head_name in ("fpn", "segformer"):
+    if head_name in MULTI_LEVEL_HEADS:
         return build_head(head_name, list(body.pyramid_channels), K, channels=channels)
     if head_name == "ocr":
         return OCRHead(body.out_channels, K, K, channels=channels, region_channels=channels)
@@ -212,7 +212,7 @@ def test_heads_decode_then_classify(name: str) -> None:
 
 @pytest.mark.parametrize("name", available_heads())
 def test_head_without_classifier_refuses_to_classify(name: str) -> None:
-    in_channels = [4, 4] if name in ("fpn", "segformer") else 4
+    in_channels = [4, 4] if name in MULTI_LEVEL_HEADS else 4
     head = build_head(name, in_channels=in_channels, num_classes=None, channels=4, num_regions=K)
     with pytest.raises(RuntimeError, match="num_classes=None"):
         head.classify(torch.randn(1, head.out_channels, 3, 3))
@@ -332,7 +332,8 @@ def test_config_rebuilds_the_same_architecture() -> None:
     ("kwargs", "message"),
     [
         ({"backbone": "vgg16"}, "unknown backbone 'vgg16'; choose one of resnet18, resnet50, resnet101"),
-        ({"head": "psp"}, "unknown head 'psp'; choose one of deeplabv2, deeplabv3, fcn, mlp, ocr, fpn, segformer"),
+        ({"head": "psp"}, "unknown head 'psp'; choose one of deeplabv2, deeplabv3, fcn, mlp, ocr, fpn, fpn_topdown, "
+                          "segformer"),
         ({"backbone": "timm:not_a_model"}, "unknown timm model 'not_a_model' in backbone 'timm:not_a_model'"),
         ({"head_channels": 0}, "head_channels must be a positive int, got 0"),
         ({"projection": "deep"}, "unknown projection 'deep'; choose one of convmlp, linear"),
@@ -633,6 +634,23 @@ def test_fpn_head_top_down_pathway() -> None:
     outs = [head.output_convs[0](bottom), head.output_convs[1](top)]
     up = F.interpolate(outs[1], size=(6, 8), mode="bilinear", align_corners=False)
     torch.testing.assert_close(head.decode([fine, coarse]), head.fuse(torch.cat([outs[0], up], dim=1)))
+
+
+def test_topdown_fpn_head_is_the_top_down_sum_read_at_the_finest_level() -> None:
+    from contraseg.models.heads import TopDownFPNHead
+
+    head = build_head("fpn_topdown", [3, 5, 2], K, channels=4).eval()
+    assert isinstance(head, TopDownFPNHead) and head.out_channels == 4
+    fine, middle, coarse = torch.randn(2, 3, 12, 16), torch.randn(2, 5, 6, 8), torch.randn(2, 2, 3, 4)
+
+    def up(x, like):
+        return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
+
+    top = head.lateral_convs[2](coarse)
+    mid = head.lateral_convs[1](middle) + up(top, middle)
+    bottom = head.lateral_convs[0](fine) + up(mid, fine)
+    torch.testing.assert_close(head.decode([fine, middle, coarse]), head.output_conv(bottom))
+    assert head(([fine, middle, coarse])).shape == (2, K, 12, 16)
 
 
 def test_pyramid_head_rejects_a_single_map() -> None:

@@ -299,3 +299,25 @@ def test_vehicles_shrink_towards_the_horizon():
                 bottoms.append(rows.max() - layout.camera.horizon)
     assert len(heights) > 30
     assert np.corrcoef(heights, bottoms)[0, 1] > 0.7
+
+
+def test_scene_cache_gives_the_drawn_scenes_as_copies_within_its_byte_budget():
+    from contraseg.data.synthetic import SceneCache, SyntheticStreetDataset, render_scene
+
+    cache = SceneCache(max_bytes=3 * (16 * 32 * 4))  # three 16 x 32 scenes (image 3 B + label 1 B per pixel)
+    first = cache.render("source", 7, (16, 32))
+    again = cache.render("source", 7, (16, 32))
+    drawn = render_scene("source", 7, (16, 32))
+    assert all(np.array_equal(a, b) for a, b in zip(first, drawn)) and len(cache) == 1
+    again[0][:] = 0  # writing into a returned copy leaves the cache intact
+    assert np.array_equal(cache.render("source", 7, (16, 32))[0], drawn[0])
+    for seed in range(8, 12):
+        cache.render("target", seed, (16, 32))
+    assert len(cache) == 3 and cache.bytes <= cache.max_bytes  # least recently used scenes dropped
+    plain = SyntheticStreetDataset("target", split="val", length=3, size=(16, 32))
+    cached = SyntheticStreetDataset("target", split="val", length=3, size=(16, 32), cache=True)
+    for index in range(3):
+        assert torch.equal(plain[index]["image"], cached[index]["image"])
+        assert torch.equal(plain[index]["label"], cached[index]["label"])
+    with pytest.raises(ValueError, match="cache must be true or false"):
+        SyntheticStreetDataset("target", cache="yes")

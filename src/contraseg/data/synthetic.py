@@ -25,6 +25,7 @@ image size; train and val use disjoint scene seeds by construction.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -42,6 +43,8 @@ from .synthetic_scenes import (
 
 __all__ = [
     "DOMAINS",
+    "SCENE_CACHE",
+    "SceneCache",
     "SPLITS",
     "DEFAULT_LENGTHS",
     "SyntheticStreetDataset",
@@ -526,6 +529,45 @@ SYNTHETIC_INFOS = {
 }
 
 
+class SceneCache:
+    """A process-wide LRU memory cache of drawn scenes, at most ``max_bytes`` of arrays.
+
+    ``render(domain, seed, size)`` equals :func:`render_scene` (a pure function of its
+    arguments) and returns fresh copies, so a transform that writes into its input cannot
+    alter the cache.
+    """
+
+    def __init__(self, max_bytes: int = 1 << 30) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._scenes: OrderedDict[tuple[str, int, tuple[int, int]], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._scenes)
+
+    def render(self, domain: str, seed: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        key = (domain, seed, tuple(size))
+        scene = self._scenes.get(key)
+        if scene is None:
+            scene = render_scene(domain, seed, size)
+            self._scenes[key] = scene
+            self.bytes += scene[0].nbytes + scene[1].nbytes
+            while self.bytes > self.max_bytes and len(self._scenes) > 1:
+                _, (image, label) = self._scenes.popitem(last=False)
+                self.bytes -= image.nbytes + label.nbytes
+        else:
+            self._scenes.move_to_end(key)
+        return scene[0].copy(), scene[1].copy()
+
+    def clear(self) -> None:
+        self._scenes.clear()
+        self.bytes = 0
+
+
+#: The cache used by datasets built with ``cache=True`` (1 GiB: 30,000 scenes at 64 x 128).
+SCENE_CACHE = SceneCache()
+
+
 class SyntheticStreetDataset(SegmentationDataset):
     """Synthetic street scenes of one domain, drawn on the fly (nothing stored).
 
@@ -539,6 +581,10 @@ class SyntheticStreetDataset(SegmentationDataset):
             None -> ImageNet normalisation only (``EvalTransform``).
         pseudo_label_dir: optional ``<name>.png`` pseudo labels replacing the label
             (the drawn label is then returned as ``"gt_label"``).
+        cache: keep drawn scenes in a process-wide memory cache (:data:`SCENE_CACHE`,
+            bounded in bytes), so that later epochs and other datasets of the same scenes
+            (the demo's two runs) do not draw them again. Use it with ``num_workers: 0``:
+            a DataLoader worker's cache dies with the worker.
 
     Sample: ``{"image": float32 3 x H x W, "label": int64 H x W (0..18),
     "name": "synthetic-target_val_000012"}`` (no ``/`` in names: pseudo-label files use them).
@@ -553,6 +599,7 @@ class SyntheticStreetDataset(SegmentationDataset):
         seed: int = 0,
         transform: JointTransform | None = None,
         pseudo_label_dir: str | Path | PseudoLabelDir | None = None,
+        cache: bool = False,
     ) -> None:
         if domain not in DOMAINS:
             raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
@@ -570,6 +617,9 @@ class SyntheticStreetDataset(SegmentationDataset):
         self.length = int(length)
         self.size = _check_size(size)
         self.seed = int(seed)
+        if not isinstance(cache, bool):
+            raise ValueError(f"cache must be true or false, got {cache!r}")
+        self.cache = cache
         self._cache: tuple[int, np.ndarray, np.ndarray] | None = None
 
     def __len__(self) -> int:
@@ -587,7 +637,8 @@ class SyntheticStreetDataset(SegmentationDataset):
     def _render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         # load_image and load_ground_truth are called back to back: draw the scene once.
         if self._cache is None or self._cache[0] != index:
-            image, label = render_scene(self.domain, self.scene_seed(index), self.size)
+            draw = SCENE_CACHE.render if self.cache else render_scene
+            image, label = draw(self.domain, self.scene_seed(index), self.size)
             self._cache = (index, image, label)
         return self._cache[1], self._cache[2]
 
@@ -609,8 +660,8 @@ class SyntheticSourceDataset(SyntheticStreetDataset):
 
     def __init__(self, split: str = "train", length: int | None = None, size: Sequence[int] = (128, 256),
                  seed: int = 0, transform: JointTransform | None = None,
-                 pseudo_label_dir: str | Path | PseudoLabelDir | None = None) -> None:
-        super().__init__("source", split, length, size, seed, transform, pseudo_label_dir)
+                 pseudo_label_dir: str | Path | PseudoLabelDir | None = None, cache: bool = False) -> None:
+        super().__init__("source", split, length, size, seed, transform, pseudo_label_dir, cache)
 
 
 class SyntheticTargetDataset(SyntheticStreetDataset):
@@ -618,5 +669,5 @@ class SyntheticTargetDataset(SyntheticStreetDataset):
 
     def __init__(self, split: str = "train", length: int | None = None, size: Sequence[int] = (128, 256),
                  seed: int = 0, transform: JointTransform | None = None,
-                 pseudo_label_dir: str | Path | PseudoLabelDir | None = None) -> None:
-        super().__init__("target", split, length, size, seed, transform, pseudo_label_dir)
+                 pseudo_label_dir: str | Path | PseudoLabelDir | None = None, cache: bool = False) -> None:
+        super().__init__("target", split, length, size, seed, transform, pseudo_label_dir, cache)

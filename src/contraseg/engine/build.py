@@ -47,8 +47,13 @@ def build_eval_dataset(cfg: DatasetConfig, resize: int | None = None) -> Any:
 
 
 def segmentor_kwargs(cfg: ModelConfig, num_classes: int) -> dict[str, Any]:
-    """``build_segmentor`` keyword arguments of a model section for K classes."""
-    return {
+    """``build_segmentor`` keyword arguments of a model section for K classes.
+
+    ``prototype_feat_norm`` is included only for the prototype classifier and
+    ``head_channels`` only when set, so the kwargs of every other model (and the
+    checkpoints that store them) are unchanged.
+    """
+    kwargs = {
         "backbone": cfg.backbone,
         "head": cfg.head,
         "num_classes": num_classes,
@@ -59,6 +64,11 @@ def segmentor_kwargs(cfg: ModelConfig, num_classes: int) -> dict[str, Any]:
         "output_stride": cfg.output_stride,
         "pretrained": cfg.pretrained,
     }
+    if cfg.classifier == "prototype":
+        kwargs["prototype_feat_norm"] = cfg.prototype_feat_norm
+    if cfg.head_channels is not None:
+        kwargs["head_channels"] = cfg.head_channels
+    return kwargs
 
 
 def build_model(kwargs: dict[str, Any]) -> nn.Module:

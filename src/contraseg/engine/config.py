@@ -46,14 +46,19 @@ def _opt(default: Any = dataclasses.MISSING, *, minimum: float | None = None, ex
 class ModelConfig:
     """Keyword arguments of ``contraseg.models.build_segmentor`` (``num_classes`` comes
     from the training set). ``pretrained`` is a local weights file or null: nothing is
-    downloaded. ``sync_bn`` converts BatchNorm to SyncBatchNorm when world size > 1."""
+    downloaded. ``sync_bn`` converts BatchNorm to SyncBatchNorm when world size > 1.
+    ``prototype_feat_norm``: with ``classifier: prototype``, apply ProtoSeg's feature
+    LayerNorm before the cosines to the prototypes (as the released code does).
+    ``head_channels``: the decoder's width (null: the head's default, 256; OCR 512)."""
 
     backbone: str = "resnet101"
     head: str = "deeplabv3"
+    head_channels: int | None = _opt(None, minimum=1)
     embed_dim: int = _opt(256, minimum=1)
     projection: str | None = "convmlp"
     classifier: Literal["linear", "prototype"] = "linear"
     num_prototypes: int = _opt(10, minimum=1)
+    prototype_feat_norm: bool = True
     output_stride: Literal[8, 16, 32] = 8
     pretrained: str | None = None
     sync_bn: bool = True
@@ -305,8 +310,15 @@ def _check_relations(cfg: Config) -> None:
     from ..models import available_backbones, available_heads
     from ..models.projection import PROJECTION_KINDS
 
-    for key, value, allowed in (("model.backbone", cfg.model.backbone, available_backbones()),
+    for key, value, allowed in (("model.backbone", cfg.model.backbone, [*available_backbones(), "timm:NAME"]),
                                 ("model.head", cfg.model.head, available_heads())):
+        if key == "model.backbone" and value.startswith("timm:"):  # any timm model by name
+            from ..models.backbones import backbone_name_error
+
+            error = backbone_name_error(value)
+            if error is not None:
+                raise ConfigError(f"config key {key}: {error}")
+            continue
         if value not in allowed:
             raise ConfigError(f"config key {key}: {value!r} is not allowed; allowed values: {', '.join(allowed)}")
     if cfg.model.projection is not None and cfg.model.projection not in PROJECTION_KINDS:
