@@ -383,6 +383,14 @@ def test_checkpoint_from_before_feat_norm_restores_as_it_was(tmp_path):
     images = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(restored(images)["logits"], model(images)["logits"])
+    # adaptation may start from it when its config says feat_norm is off, and refuses otherwise
+    from contraseg.adapt.trainer import load_initial_weights
+
+    fresh = build_segmentor(**kwargs, prototype_feat_norm=False)
+    assert load_initial_weights(fresh, path, fresh.config) == 1
+    assert torch.equal(fresh.prototype_head.bank.prototypes, model.prototype_head.bank.prototypes)
+    with pytest.raises(ValueError, match="differs from the config's"):
+        load_initial_weights(fresh, path, build_segmentor(**kwargs).config)
 
 
 def test_prototype_feat_norm_config_key_reaches_the_head():

@@ -62,8 +62,10 @@ def load_initial_weights(model: nn.Module, path: str | Path, model_config: dict[
         ValueError: one line naming the file when its model differs from ``model_config``
             (``pretrained`` aside: the checkpoint holds every weight).
     """
+    from ..models.segmentor import upgrade_model_config
+
     state = load_checkpoint(path, map_location="cpu")
-    theirs = {**state["model_config"], "pretrained": None}
+    theirs = {**upgrade_model_config(state["model_config"]), "pretrained": None}
     mine = {**model_config, "pretrained": None}
     if theirs != mine:
         raise ValueError(f"adapt.init_checkpoint {path}: its model {theirs} differs from the config's {mine}")

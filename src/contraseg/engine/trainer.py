@@ -305,9 +305,12 @@ class Trainer:
     # ------------------------------------------------------------------ state
     def _load_training_state(self, path: Path) -> dict[str, Any] | None:
         """Restore model, optimiser, scaler, regulariser and counters; return this rank's RNG state."""
+        from ..models.segmentor import upgrade_model_config
+
         state = load_checkpoint(path, map_location="cpu")  # load_state_dict copies to the device
-        if state["model_config"] != self.model_config:
-            raise ValueError(f"{path}: checkpoint model {state['model_config']} differs from the config's {self.model_config}")
+        stored = upgrade_model_config(state["model_config"])  # a ProtoSeg run saved before feat_norm: off
+        if stored != self.model_config:
+            raise ValueError(f"{path}: checkpoint model {stored} differs from the config's {self.model_config}")
         for key in ("optimizer", "scaler", "regulariser", "rng", "sampler", "best"):
             if key not in state:
                 raise ValueError(f"{path}: not a training checkpoint (no {key!r}); use it with eval or predict")
