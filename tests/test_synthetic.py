@@ -16,11 +16,10 @@ from contraseg.data.synthetic import (
     SyntheticSourceDataset,
     SyntheticStreetDataset,
     SyntheticTargetDataset,
-    _plane_coordinates,
-    _shadow_mask,
     render_scene,
     scene_seed,
 )
+from contraseg.data.synthetic_render import _plane_coordinates, _shadow_mask
 from contraseg.data.synthetic_scenes import Camera, Kind, generate_layout
 from contraseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, TrainTransform
 

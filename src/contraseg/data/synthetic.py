@@ -40,7 +40,6 @@ from .base import DatasetInfo, JointTransform, SegmentationDataset
 from .palettes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 from .pseudo_labels import PseudoLabelDir
 from .synthetic_render import _check_size, render_scene
-from .synthetic_render import _plane_coordinates, _shadow_mask  # noqa: F401 - re-exported for the tests
 from .synthetic_styles import DOMAINS
 from .synthetic_styles import CameraEffects, DomainStyle, SOURCE_STYLE, STYLES, TARGET_STYLE  # noqa: F401 - re-exported
 
