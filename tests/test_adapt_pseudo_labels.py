@@ -19,19 +19,9 @@ from contraseg.adapt.pseudo_labels import (
 )
 from contraseg.cli import main
 
+from helpers import tiny_config
+
 TARGET = ["--dataset", "synthetic-target", "--option", "size=[32,64]", "--option", "length=5"]
-
-
-def tiny_raw() -> dict:
-    return {
-        "name": "tiny",
-        "model": {"backbone": "resnet18", "head": "mlp", "embed_dim": 16, "output_stride": 8},
-        "data": {"train": {"name": "synthetic-source", "split": "train", "options": {"size": [32, 64], "length": 4}},
-                 "val": [{"name": "synthetic-target", "split": "val", "options": {"size": [32, 64], "length": 2}}],
-                 "crop_size": [32, 64], "batch_size": 2, "num_workers": 0},
-        "schedule": {"max_iters": 1},
-        "train": {"log_interval": 1, "eval_interval": 1, "checkpoint_interval": 1, "tensorboard": False},
-    }
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +30,8 @@ def checkpoint(tmp_path_factory):
     from contraseg.engine.trainer import Trainer
 
     run = tmp_path_factory.mktemp("source")
-    Trainer(config_from_dict(tiny_raw()), run, progress=False).fit()
+    raw = tiny_config(schedule={"max_iters": 1}, train={"eval_interval": 1, "checkpoint_interval": 1})
+    Trainer(config_from_dict(raw), run, progress=False).fit()
     return run / "last.pth"
 
 

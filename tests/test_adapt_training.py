@@ -15,28 +15,16 @@ from contraseg.adapt.config import adapt_section, load_adapt_config
 from contraseg.adapt.run import build_adapt_trainer, run_adaptation
 from contraseg.adapt.weak_labels import make_weak_labels
 from contraseg.engine.config import ConfigError, config_from_dict
+from contraseg.engine.config_io import merge_dicts
 
-SIZE = [32, 64]
-
-
-def synthetic(name: str, split: str, length: int) -> dict:
-    return {"name": name, "split": split, "options": {"size": SIZE, "length": length}}
-
+from helpers import TINY_SIZE, tiny_config, tiny_dataset
 
 def raw_config(adapt: dict | None = None, **sections) -> dict:
-    raw = {
-        "name": "tiny",
-        "model": {"backbone": "resnet18", "head": "mlp", "embed_dim": 16, "output_stride": 8},
-        "data": {"train": synthetic("synthetic-source", "train", 6), "val": [synthetic("synthetic-target", "val", 2)],
-                 "crop_size": SIZE, "batch_size": 2, "num_workers": 0},
-        "optim": {"name": "sgd", "lr": 0.01},
-        "schedule": {"max_iters": 4},
-        "train": {"log_interval": 1, "eval_interval": 2, "checkpoint_interval": 2, "tensorboard": False},
-    }
-    for key, value in sections.items():
-        raw[key] = {**raw.get(key, {}), **value}
+    """The shared tiny config with 6 training scenes and 4 iterations, ``sections`` merged
+    on top, and an ``adapt:`` section on 4 synthetic-target training scenes when given."""
+    raw = tiny_config(train_scenes=6, **merge_dicts({"schedule": {"max_iters": 4}}, sections))
     if adapt is not None:
-        raw["adapt"] = {"target": synthetic("synthetic-target", "train", 4), **adapt}
+        raw["adapt"] = {"target": tiny_dataset("synthetic-target", "train", 4), **adapt}
     return raw
 
 
@@ -60,7 +48,7 @@ def weak_labels(tmp_path_factory):
     from contraseg.data import build_dataset
 
     root = tmp_path_factory.mktemp("weak")
-    dataset = build_dataset("synthetic-target", split="train", size=SIZE, length=4)
+    dataset = build_dataset("synthetic-target", split="train", size=TINY_SIZE, length=4)
     for kind in ("image", "point", "coarse"):
         make_weak_labels(dataset, kind, root / kind, seed=0, min_size=4, radius=1)
     return root
@@ -179,7 +167,7 @@ def test_self_training_with_proac_checkpoints_and_resumes(tmp_path, pseudo_label
     cfg, parsed = load(tmp_path, raw_config(adapt, regulariser={"name": "proac"}))
     straight = build_adapt_trainer(cfg, parsed, tmp_path / "a", progress=False)
     source, target = next(iter(straight._loader()))
-    assert "gt_label" not in target and target["label"].shape == source["label"].shape == (2, *SIZE)
+    assert "gt_label" not in target and target["label"].shape == source["label"].shape == (2, *TINY_SIZE)
     summary = straight.fit()
     records = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
     train = [r for r in records if r["type"] == "train"]
@@ -208,7 +196,7 @@ def test_self_training_target_batch_holds_pseudo_labels_only(tmp_path, pseudo_la
 
 
 def test_self_training_rounds_relabel_with_the_previous_model(tmp_path, source_checkpoint, capsys):
-    from contraseg.adapt.command import main
+    from contraseg.commands.adapt import main
 
     raw = raw_config({"method": "self_training", "init_checkpoint": source_checkpoint, "rounds": 2,
                       "pseudo_labels": {"threshold": 0.5, "class_percentile": 0.5}},
@@ -280,12 +268,12 @@ def test_missing_target_labels_name_the_file(tmp_path, pseudo_labels, weak_label
                                                                            "weak_labels": str(tmp_path / "img.json")}}))
     with pytest.raises(ValueError, match=r"img.json lack 3 of 4 target samples, first: 'synthetic-target_train_000001'"):
         build_adapt_trainer(cfg, parsed, tmp_path / "run", progress=False)
-    assert len(build_dataset("synthetic-target", split="train", size=SIZE, length=4)) == 4
+    assert len(build_dataset("synthetic-target", split="train", size=TINY_SIZE, length=4)) == 4
 
 
 def test_command_line_errors(tmp_path, capsys):
-    from contraseg.adapt.command import main as adapt_main
     from contraseg.cli import main
+    from contraseg.commands.adapt import main as adapt_main
 
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(raw_config({"method": "wdass", "wdass": {"weak_labels": "x"}})))

@@ -26,6 +26,8 @@ import yaml
 from contraseg.engine.checkpoint import CheckpointError, atomic_torch_save, load_checkpoint, save_checkpoint
 from contraseg.engine.rng import capture_rng_state, restore_rng_state, seed_everything, seeded_rng
 
+from helpers import tiny_config, write_yaml
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -139,23 +141,17 @@ def test_seeded_rng_restores_the_outer_state():
 
 # ------------------------------------------------------------------ kill and resume
 def run_config(tmp_path: Path) -> Path:
-    config = {
-        "name": "resume",
-        "model": {"backbone": "resnet18", "head": "mlp", "embed_dim": 16, "output_stride": 8},
-        "data": {
-            "train": {"name": "slow-synthetic-source", "split": "train", "options": {"size": [32, 64], "length": 6}},
-            "val": [{"name": "synthetic-target", "split": "val", "options": {"size": [32, 64], "length": 2}}],
-            "crop_size": [32, 48], "batch_size": 2, "num_workers": 0,
-        },
-        "optim": {"name": "sgd", "lr": 0.01},
-        "schedule": {"max_iters": 8, "warmup_iters": 2},
-        "regulariser": {"name": "pixel_contrast_memory", "max_samples": 64, "max_views": 8,
-                        "memory_pixel_size": 16, "memory_segment_size": 8},
-        "train": {"seed": 5, "log_interval": 1, "eval_interval": 3, "checkpoint_interval": 2, "tensorboard": False},
-    }
-    path = tmp_path / "resume.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    """The shared tiny config on slow-synthetic-source with the memory regulariser, 8
+    iterations (2 of warm-up), evaluated every 3 and saved every 2."""
+    config = tiny_config(
+        name="resume",
+        data={"train": {"name": "slow-synthetic-source", "options": {"length": 6}}, "crop_size": [32, 48]},
+        schedule={"max_iters": 8, "warmup_iters": 2},
+        regulariser={"name": "pixel_contrast_memory", "max_samples": 64, "max_views": 8,
+                     "memory_pixel_size": 16, "memory_segment_size": 8},
+        train={"seed": 5, "eval_interval": 3},
+    )
+    return write_yaml(tmp_path / "resume.yaml", config)
 
 
 def child(config: Path, run_dir: Path, *extra: str, slow: float = 0.0) -> subprocess.Popen:

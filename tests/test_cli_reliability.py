@@ -22,19 +22,10 @@ import yaml
 from PIL import Image
 
 from contraseg.cli import main
+from contraseg.engine.config_io import merge_dicts
 
-SIZE = [32, 64]
-TINY = {
-    "name": "tiny",
-    "model": {"backbone": "resnet18", "head": "mlp", "embed_dim": 8, "output_stride": 8},
-    "data": {
-        "train": {"name": "synthetic-source", "split": "train", "options": {"size": SIZE, "length": 4}},
-        "val": [{"name": "synthetic-target", "split": "val", "options": {"size": SIZE, "length": 2}}],
-        "crop_size": SIZE, "batch_size": 2, "num_workers": 0,
-    },
-    "schedule": {"max_iters": 2},
-    "train": {"log_interval": 2, "eval_interval": 2, "checkpoint_interval": 2, "tensorboard": False},
-}
+from helpers import TINY_SIZE, tiny_config, write_yaml
+
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
 
 
@@ -45,12 +36,10 @@ def one_line(capsys) -> str:
 
 
 def write_config(folder: Path, **sections) -> Path:
-    raw = json.loads(json.dumps(TINY))
-    for key, value in sections.items():
-        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
-    path = folder / "tiny.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+    """``folder/tiny.yaml``: the shared tiny config with an 8-d embedding, logged every 2
+    iterations, and ``sections`` merged on top."""
+    raw = tiny_config(model={"embed_dim": 8}, train={"log_interval": 2})
+    return write_yaml(folder / "tiny.yaml", merge_dicts(raw, sections))
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -174,7 +163,7 @@ def test_debug_shows_the_traceback(tmp_path, capsys):
 def test_dataloader_worker_errors_are_unwrapped():
     from torch._utils import ExceptionWrapper
 
-    from contraseg.commands._common import error_message
+    from contraseg.errors import error_message
 
     try:
         raise ValueError("unreadable label: /data/gtFine/a_labelIds.png is truncated")
@@ -315,7 +304,7 @@ def test_eval_json_is_named_by_what_it_evaluated(run, capsys):
     first = run_dir / "last.pth.eval.synthetic-target-val-length=2-size=32,64.json"
     stored = json.loads(first.read_text())
     assert main(["eval", str(checkpoint), "--device", "cpu", "--num-workers", "0", "--dataset", "synthetic-source",
-                 "--option", "length=2", "--option", f"size=[{SIZE[0]},{SIZE[1]}]"]) == 0
+                 "--option", "length=2", "--option", f"size=[{TINY_SIZE[0]},{TINY_SIZE[1]}]"]) == 0
     printed = capsys.readouterr().out
     assert "eval synthetic-source/val: 2/2 images (100%)" in printed and "mIoU " in printed and "%" in printed
     second = run_dir / "last.pth.eval.synthetic-source-val-length=2-size=32,64.json"
@@ -335,7 +324,7 @@ def test_pseudo_label_and_weak_label_folders_are_not_mixed(run, tmp_path, capsys
     (out / "stale_000.png").write_bytes(b"old")
     (out / "keep.txt").write_text("mine")
     base = ["pseudo-label", str(run_dir / "last.pth"), "--dataset", "synthetic-target", "--option", "length=2",
-            "--option", f"size=[{SIZE[0]},{SIZE[1]}]", "--out", str(out), "--device", "cpu", "--num-workers", "0"]
+            "--option", f"size=[{TINY_SIZE[0]},{TINY_SIZE[1]}]", "--out", str(out), "--device", "cpu", "--num-workers", "0"]
     assert main(base) == 2
     assert f"pseudo-label folder {out} is not empty" in one_line(capsys)
     assert (out / "stale_000.png").read_bytes() == b"old"

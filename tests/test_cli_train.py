@@ -13,18 +13,9 @@ from PIL import Image
 from contraseg.cli import main
 from contraseg.data.palettes import CITYSCAPES_CLASSES
 
-TINY = {
-    "name": "tiny",
-    "model": {"backbone": "resnet18", "head": "mlp", "embed_dim": 16, "output_stride": 8},
-    "data": {
-        "train": {"name": "synthetic-source", "split": "train", "options": {"size": [32, 64], "length": 6}},
-        "val": [{"name": "synthetic-target", "split": "val", "options": {"size": [32, 64], "length": 2}}],
-        "crop_size": [32, 64], "batch_size": 2, "num_workers": 0,
-    },
-    "schedule": {"max_iters": 2},
-    "regulariser": {"name": "proac"},
-    "train": {"log_interval": 1, "eval_interval": 2, "checkpoint_interval": 2, "tensorboard": False},
-}
+from helpers import tiny_config, write_yaml
+
+TINY = tiny_config(train_scenes=6, regulariser={"name": "proac"})
 
 
 def error_line(capsys) -> str:
@@ -37,8 +28,7 @@ def error_line(capsys) -> str:
 def trained(tmp_path_factory):
     """One tiny run shared by the eval and predict tests: (run dir, checkpoint)."""
     root = tmp_path_factory.mktemp("trained")
-    config = root / "tiny.yaml"
-    config.write_text(yaml.safe_dump(TINY))
+    config = write_yaml(root / "tiny.yaml", TINY)
     assert main(["train", str(config), "--run-dir", str(root / "run"), "--device", "cpu"]) == 0
     return root / "run", root / "run" / "last.pth"
 
@@ -62,8 +52,7 @@ def test_train_writes_a_run(trained, capsys):
     ],
 )
 def test_train_user_errors_exit_2_with_one_line(tmp_path, capsys, args, message):
-    config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump(TINY))
+    config = write_yaml(tmp_path / "tiny.yaml", TINY)
     assert main(["train", str(config), "--run-dir", str(tmp_path / "run"), "--device", "cpu", *args]) == 2
     assert __import__("re").search(message, error_line(capsys))
 
@@ -74,8 +63,7 @@ def test_train_missing_config(tmp_path, capsys):
 
 
 def test_corrupt_resume_checkpoint_names_the_file(tmp_path, capsys):
-    config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump(TINY))
+    config = write_yaml(tmp_path / "tiny.yaml", TINY)
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "last.pth").write_bytes(b"\x00garbage")
     assert main(["train", str(config), "--run-dir", str(tmp_path / "run"), "--resume", "auto", "--device", "cpu"]) == 2

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from contraseg.cli import main
 from contraseg.engine.run_log import read_jsonl
+
+from helpers import tiny_config, tiny_dataset, write_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,21 +34,13 @@ def torchrun(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_two_rank_training_and_sharded_evaluation(tmp_path):
-    config = {
-        "name": "ddp",
-        "model": {"backbone": "resnet18", "head": "mlp", "embed_dim": 16, "output_stride": 8},
-        "data": {
-            "train": {"name": "synthetic-source", "split": "train", "options": {"size": [32, 64], "length": 8}},
-            "val": [{"name": "synthetic-target", "split": "val", "options": {"size": [32, 64], "length": 5}},
-                    {"name": "synthetic-source", "split": "val", "options": {"size": [32, 64], "length": 3}}],
-            "crop_size": [32, 64], "batch_size": 2, "num_workers": 0,
-        },
-        "schedule": {"max_iters": 3},
-        "regulariser": {"name": "proac"},
-        "train": {"log_interval": 1, "eval_interval": 3, "checkpoint_interval": 3, "tensorboard": False},
-    }
-    path = tmp_path / "ddp.yaml"
-    path.write_text(yaml.safe_dump(config))
+    config = tiny_config(
+        name="ddp", train_scenes=8,
+        data={"val": [tiny_dataset("synthetic-target", "val", 5), tiny_dataset("synthetic-source", "val", 3)]},
+        schedule={"max_iters": 3}, regulariser={"name": "proac"},
+        train={"eval_interval": 3, "checkpoint_interval": 3},
+    )
+    path = write_yaml(tmp_path / "ddp.yaml", config)
     run_dir = tmp_path / "run"
 
     trained = torchrun("train", str(path), "--run-dir", str(run_dir), "--device", "cpu")

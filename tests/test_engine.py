@@ -13,9 +13,11 @@ import torch
 from torch import nn
 
 from contraseg.engine.config import Config, OptimConfig, RegulariserConfig, ScheduleConfig, config_from_dict
+from contraseg.engine.config_io import merge_dicts
 from contraseg.engine.optim import PolyLR, build_optimizer, head_lr_multiplier, split_parameters
 from contraseg.engine.precision import resolve_precision
 from contraseg.engine.regularisers import Regulariser, build_regulariser
+from contraseg.engine.resume import resolve_resume
 from contraseg.engine.run_log import RunLogger, json_safe, read_jsonl
 from contraseg.engine.sampling import (
     InfiniteShardedSampler,
@@ -24,26 +26,17 @@ from contraseg.engine.sampling import (
     sample_seed,
     shard_indices,
 )
-from contraseg.engine.trainer import Trainer, resolve_resume
+from contraseg.engine.trainer import Trainer
+
+from helpers import tiny_config as tiny_raw
 
 
 def tiny_config(**sections) -> Config:
-    """resnet18 + MLP head on 32 x 64 synthetic scenes, 2 images per step."""
-    raw = {
-        "name": "tiny",
-        "model": {"backbone": "resnet18", "head": "mlp", "embed_dim": 16, "output_stride": 8},
-        "data": {
-            "train": {"name": "synthetic-source", "split": "train", "options": {"size": [32, 64], "length": 8}},
-            "val": [{"name": "synthetic-target", "split": "val", "options": {"size": [32, 64], "length": 3}}],
-            "crop_size": [32, 64], "batch_size": 2, "num_workers": 0,
-        },
-        "optim": {"name": "sgd", "lr": 0.01},
-        "schedule": {"max_iters": 3},
-        "train": {"log_interval": 2, "eval_interval": 2, "checkpoint_interval": 2, "tensorboard": False},
-    }
-    for key, value in sections.items():
-        raw[key] = {**raw.get(key, {}), **value}
-    return config_from_dict(raw)
+    """The shared tiny config with 8 training and 3 validation scenes, 3 iterations,
+    logged, evaluated and saved every 2; ``sections`` merge on top."""
+    base = tiny_raw(train_scenes=8, val_scenes=3, schedule={"max_iters": 3},
+                    train={"log_interval": 2, "eval_interval": 2, "checkpoint_interval": 2})
+    return config_from_dict(merge_dicts(base, sections))
 
 
 # ------------------------------------------------------------------ schedule and optimiser

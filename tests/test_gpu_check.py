@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from contraseg.bench import gpu
+from contraseg.bench import gpu, gpu_loss_checks, gpu_report
 from contraseg.bench.gpu import CheckResult
 
 
@@ -52,7 +52,7 @@ def test_report_lists_every_check_with_status_and_numbers(tmp_path) -> None:
     assert "| case | loss_fp64 | grad_rel_err |" in text and "| pixel-contrast | 11.7 | 4.0e-07 |" in text
     assert "- loss_last10: 2.2" in text
     assert "| proac | 65 x 129 |" in text  # a benchmark's table is copied
-    passed = gpu.format_report([FAKE[0], FAKE[3]], ENV, "cmd", 1.0)
+    passed = gpu_report.format_report([FAKE[0], FAKE[3]], ENV, "cmd", 1.0)
     assert "**ALL CHECKS PASSED.**" in passed
 
 
@@ -93,7 +93,7 @@ def test_loss_checks_run_on_cpu_and_catch_a_mismatch() -> None:
     assert all(r.passed for r in results), [r.summary for r in results]
     assert set(results[0].numbers) == {"proac", "proac-pixel-anchor", "pixel-contrast", "pixel-contrast-memory",
                                        "protoseg-ppc-ppd", "wdass-image-level", "wdass-prototype-contrast"}
-    cases = gpu.build_loss_cases(inputs)
+    cases = gpu_loss_checks.build_loss_cases(inputs)
 
     def off_in_float32(device, dtype):
         loss = cases["proac"](device, dtype)

@@ -21,9 +21,10 @@ from contraseg.models import (
     build_head,
     build_segmentor,
 )
-from contraseg.models.backbones import dilate_resnet
-from contraseg.models.heads import ASPP, MULTI_LEVEL_HEADS, DeepLabV2Head, aspp_rates
+from contraseg.models.deeplab_heads import ASPP, DeepLabV2Head, aspp_rates
+from contraseg.models.heads import is_multi_level_head
 from contraseg.models.ocr import OCRHead
+from contraseg.models.resnet import dilate_resnet
 from contraseg.models.weights import read_state_dict
 
 
@@ -67,13 +68,13 @@ def test_every_head_on_backbone_gives_contract_shapes(backbone: str) -> None:
         model = build_segmentor(backbone, head, num_classes=K, embed_dim=D, output_stride=8, head_channels=8).eval()
         with torch.no_grad():
             _check_contract(model(images), _grid(model.output_stride), (backbone, head))
-        multi = head in MULTI_LEVEL_HEADS
+        multi = is_multi_level_head(head)
         assert model.output_stride == (4 if multi or backbone.startswith("hrnet") else
                                        32 if backbone.startswith("mit") else 8), (backbone, head)
 
 
 def _head_for(body, head_name: str, channels: int = 16):
-    if head_name in MULTI_LEVEL_HEADS:
+    if is_multi_level_head(head_name):
         return build_head(head_name, list(body.pyramid_channels), K, channels=channels)
     if head_name == "ocr":
         return OCRHead(body.out_channels, K, K, channels=channels, region_channels=channels)
@@ -112,6 +113,79 @@ def test_available_lists() -> None:
     """The registries hold (at least) these names; other entries are tested where they are added."""
     assert set(SMALL_BACKBONES + BIG_BACKBONES) <= set(available_backbones())
     assert {"deeplabv2", "deeplabv3", "fcn", "mlp", "ocr", "fpn", "segformer"} <= set(available_heads())
+
+
+# ---------------------------------------------------------------- adding a backbone or a head
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """The model registry's tables copied for one test: what it registers is gone after it."""
+    from contraseg.models import registry
+
+    monkeypatch.setattr(registry, "_BACKBONES", dict(registry._BACKBONES))
+    monkeypatch.setattr(registry, "_HEADS", dict(registry._HEADS))
+    return registry
+
+
+def test_a_registered_backbone_and_head_build_a_segmentor(scratch_registry) -> None:
+    """The walk-through of docs/architecture.md ("Add a backbone or a head"): a backbone
+    file is a Backbone subclass plus a decorated builder, a head file a decorated SegHead
+    subclass; build_segmentor then takes both names, with each other and with the built-ins."""
+    from contraseg.models import Backbone, LinearClassifierHead, register_backbone, register_head
+
+    class TinyBackbone(Backbone):
+        """Two strided 3x3 convs: pyramid = both outputs (8, 16 channels; strides 2, 4),
+        single map = the second."""
+
+        def __init__(self) -> None:
+            body = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.Conv2d(8, 16, 3, stride=2, padding=1))
+            super().__init__(body, 16, 4, pyramid_channels=(8, 16), pyramid_strides=(2, 4))
+            self.name = "tiny"
+
+        def _pyramid(self, images: torch.Tensor) -> list[torch.Tensor]:
+            first = self.body[0](images)
+            return [first, self.body[1](first)]
+
+    @register_backbone("tiny", "two strided convs")
+    def tiny(output_stride: int = 8) -> TinyBackbone:
+        return TinyBackbone()
+
+    @register_head("pointwise")
+    class PointwiseHead(LinearClassifierHead):
+        """One 1x1 conv (``decode``) -> dropout -> 1x1 classifier."""
+
+        def __init__(self, in_channels: int, num_classes: int | None, channels: int = 256,
+                     dropout: float = 0.1) -> None:
+            super().__init__(in_channels, channels, num_classes, dropout)
+            self.conv = nn.Conv2d(in_channels, channels, 1)
+
+        def decode(self, features: torch.Tensor) -> torch.Tensor:
+            return self.conv(features)
+
+    assert available_backbones()[-1] == "tiny" and available_heads()[-1] == "pointwise"
+    images = torch.randn(2, 3, *SIDE)
+    for backbone, head, stride in (("tiny", "pointwise", 4), ("tiny", "fpn", 2), ("resnet18", "pointwise", 8)):
+        model = build_segmentor(backbone, head, num_classes=K, embed_dim=D, head_channels=8).eval()
+        with torch.no_grad():
+            _check_contract(model(images), _grid(stride), (backbone, head))
+        assert model.output_stride == stride
+    assert build_head("pointwise", 4, K).out_channels == 256  # from_options: default width
+
+
+def test_registry_refuses_a_taken_name_and_a_non_head(scratch_registry) -> None:
+    from contraseg.models import register_backbone, register_head
+    from contraseg.models.conv_heads import MLPHead
+
+    with pytest.raises(ValueError, match="head 'fcn' is already registered by contraseg.models.conv_heads.FCNHead"):
+        register_head("fcn")(MLPHead)
+    with pytest.raises(ValueError, match="backbone 'resnet18' is already registered"):
+        register_backbone("resnet18")(lambda output_stride=8: None)
+    with pytest.raises(TypeError, match="decorates a SegHead subclass"):
+        register_head("not_a_head")(nn.Conv2d)
+    assert register_head("fcn")(scratch_registry.head_class("fcn")) is scratch_registry.head_class("fcn")
+    with pytest.raises(ValueError, match=r"^unknown head 'nope'; choose one of deeplabv2, deeplabv3, fcn"):
+        build_head("nope", 4, K)
 
 
 # ---------------------------------------------------------------- backbones
@@ -212,7 +286,7 @@ def test_heads_decode_then_classify(name: str) -> None:
 
 @pytest.mark.parametrize("name", available_heads())
 def test_head_without_classifier_refuses_to_classify(name: str) -> None:
-    in_channels = [4, 4] if name in MULTI_LEVEL_HEADS else 4
+    in_channels = [4, 4] if is_multi_level_head(name) else 4
     head = build_head(name, in_channels=in_channels, num_classes=None, channels=4, num_regions=K)
     with pytest.raises(RuntimeError, match="num_classes=None"):
         head.classify(torch.randn(1, head.out_channels, 3, 3))
@@ -614,7 +688,7 @@ def test_segformer_head_width_follows_the_mit_variant() -> None:
 
 
 def test_segformer_head_is_projections_upsampled_concatenated_fused() -> None:
-    from contraseg.models.heads import SegFormerHead
+    from contraseg.models.pyramid_heads import SegFormerHead
 
     head = SegFormerHead([3, 5], K, channels=4).eval()
     fine, coarse = torch.randn(2, 3, 6, 8), torch.randn(2, 5, 3, 4)
@@ -625,7 +699,7 @@ def test_segformer_head_is_projections_upsampled_concatenated_fused() -> None:
 
 
 def test_fpn_head_top_down_pathway() -> None:
-    from contraseg.models.heads import FPNHead
+    from contraseg.models.pyramid_heads import FPNHead
 
     head = FPNHead([3, 5], K, channels=4).eval()
     fine, coarse = torch.randn(2, 3, 6, 8), torch.randn(2, 5, 3, 4)
@@ -637,7 +711,7 @@ def test_fpn_head_top_down_pathway() -> None:
 
 
 def test_topdown_fpn_head_is_the_top_down_sum_read_at_the_finest_level() -> None:
-    from contraseg.models.heads import TopDownFPNHead
+    from contraseg.models.pyramid_heads import TopDownFPNHead
 
     head = build_head("fpn_topdown", [3, 5, 2], K, channels=4).eval()
     assert isinstance(head, TopDownFPNHead) and head.out_channels == 4

@@ -33,7 +33,7 @@ import pytest
 import torch
 
 from contraseg.models import Segmentor, available_heads, build_backbone, build_head
-from contraseg.models.heads import MULTI_LEVEL_HEADS
+from contraseg.models.heads import is_multi_level_head
 from contraseg.models.mit import MiTBackbone, MiTSpec
 from contraseg.models.ocr import OCRHead
 from contraseg.models.projection import ProjectionHead
@@ -84,7 +84,7 @@ class _Replay(torch.nn.Module):
 def _head(backbone, head_name: str):
     if head_name == "ocr":  # the released soft-region head is C_in wide: narrowed here
         return OCRHead(backbone.out_channels, K, K, channels=C, region_channels=C)
-    multi = head_name in MULTI_LEVEL_HEADS
+    multi = is_multi_level_head(head_name)
     channels = list(backbone.pyramid_channels) if multi else backbone.out_channels
     return build_head(head_name, channels, K, output_stride=backbone.output_stride, channels=C, num_regions=K)
 

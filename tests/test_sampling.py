@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from contraseg.sampling import AnchorSamples, HardAnchorSampler, LoopAnchorSampler, PixelMemoryBank
-from contraseg.sampling.anchor_sampler import view_quotas
+from contraseg.sampling.sampler_base import view_quotas
 
 
 def make_batch(

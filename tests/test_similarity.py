@@ -1,8 +1,10 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
 from contraseg._labels import nearest_indices, resize_labels
-from contraseg.losses._similarity import normalised_similarity
+from contraseg.losses import similarity
+from contraseg.losses.similarity import normalised_similarity
 
 
 def test_matches_autograd_through_normalize_including_zero_vectors():
@@ -25,6 +27,25 @@ def test_gradcheck():
     feats = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
     protos = torch.randn(5, 3, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda x: normalised_similarity(x, protos, 0.5), (feats,))
+
+
+def test_chunk_rows_changes_the_block_for_a_with_block_only():
+    feats = torch.randn(2, 37, 11, dtype=torch.float64, requires_grad=True)
+    protos = F.normalize(torch.randn(4, 37, dtype=torch.float64), dim=1)
+    default = similarity.CHUNK_ROWS
+    out = normalised_similarity(feats, protos, 0.1)
+    (grad,) = torch.autograd.grad(out.sum(), feats)
+    for rows in (1, 5, 64):
+        with similarity.chunk_rows(rows):
+            assert similarity.CHUNK_ROWS == rows
+            chunked = normalised_similarity(feats, protos, 0.1)
+            (chunked_grad,) = torch.autograd.grad(chunked.sum(), feats)
+        torch.testing.assert_close(chunked, out)
+        torch.testing.assert_close(chunked_grad, grad)
+    assert similarity.CHUNK_ROWS == default
+    with pytest.raises(ValueError, match="rows must be a positive int, got 0"):
+        with similarity.chunk_rows(0):
+            pass
 
 
 def test_nearest_resize_equals_interpolate():

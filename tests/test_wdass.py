@@ -488,7 +488,8 @@ def test_confidence_threshold_is_inclusive() -> None:
 # plain loops over the sampled A x A pairs, float64.
 
 from contraseg.losses import PixelView, SampledPrototypeContrastLoss, WDASSContrastLoss  # noqa: E402
-from contraseg.losses.wdass_contrast import fill_unlabelled, sampled_prototype_contrast  # noqa: E402
+from contraseg.losses.wdass_contrast import fill_unlabelled  # noqa: E402
+from contraseg.losses.wdass_contrast_term import sampled_prototype_contrast  # noqa: E402
 from contraseg.prototypes import WDASSPrototypeEstimator  # noqa: E402
 from contraseg.sampling import HardAnchorSampler, LoopAnchorSampler  # noqa: E402
 

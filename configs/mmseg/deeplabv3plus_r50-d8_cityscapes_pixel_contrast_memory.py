@@ -9,7 +9,7 @@ model = dict(
         embed_channels=256,
         loss_decode=[
             dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
-            dict(type='PixelContrastLoss', temperature=0.1, base_temperature=0.07,
-                 max_samples=1024, max_views=100, loss_weight=0.1,
-                 memory=dict(pixel_size=5000, segment_size=5000, pixels_per_image=10)),
+            # the released settings are the defaults: t = 0.1, t_base = 0.07, 1024 anchors, 100 views;
+            # memory=dict(): 5000 pixel + 5000 segment entries per class, 10 pixels per image
+            dict(type='PixelContrastLoss', loss_weight=0.1, memory=dict()),
         ]))

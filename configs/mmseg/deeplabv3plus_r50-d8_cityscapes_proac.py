@@ -10,5 +10,5 @@ model = dict(
         loss_decode=[
             dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
             # K = num_classes fixed hyperspherical prototypes, t = 0.1, weight 0.1 (ProAC's UDA setting)
-            dict(type='ProACLoss', temperature=0.1, loss_weight=0.1),
+            dict(type='ProACLoss', loss_weight=0.1),
         ]))

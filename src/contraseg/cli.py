@@ -7,6 +7,7 @@ config, an unreadable or unwritable file, a full disk) ends in one line
 ``contraseg COMMAND: error: ...`` naming the file or key, exit code 2, no traceback;
 ``--debug`` (anywhere on the command line) shows the traceback instead. Ctrl-C exits
 with 130 (``train`` and ``adapt`` first save ``last.pth``; SIGTERM there exits 143).
+The error type and this reporting are :mod:`contraseg.errors`, below every command.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import argparse
 import importlib
 import sys
 
-from .commands._common import USER_ERRORS, Interrupted, UserError, error_message, exit_code_of
+from .errors import Interrupted, UserError, add_debug_argument, report_errors
 
 # Modules under contraseg.commands, in the order `contraseg --help` lists them.
 COMMANDS = (
@@ -36,28 +37,6 @@ COMMANDS = (
 __all__ = ["Interrupted", "UserError", "build_parser", "main", "report_errors"]
 
 
-def _add_debug(parser: argparse.ArgumentParser) -> None:
-    """``--debug`` on ``parser`` and every nested sub-command (so it works in any position)."""
-    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="show the traceback of an error instead of one line")
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for child in set(action.choices.values()):
-                _add_debug(child)
-
-
-def report_errors(command: str, body, debug: bool = False) -> int:
-    """Run ``body()``; a user-caused failure prints one ``contraseg COMMAND: error: ...``
-    line on stderr and returns its exit code (2; 130/143 when interrupted), unless ``debug``."""
-    try:
-        return int(body() or 0)
-    except (*USER_ERRORS, KeyboardInterrupt) as err:
-        if debug:
-            raise
-        print(f"contraseg {command}: error: {error_message(err)}", file=sys.stderr, flush=True)
-        return exit_code_of(err)
-
-
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -72,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # command not built yet
             raise
         module.add_parser(sub)
-    _add_debug(parser)
+    add_debug_argument(parser)
     return parser
 
 

@@ -4,6 +4,7 @@
 ``load_adapt_config``          training config + ``adapt:`` section -> (Config, AdaptConfig)
 ``run_adaptation``             train an adaptation config (all self-training rounds)
 ``build_adapt_trainer``        the trainer of ``adapt.method`` for one round
+``register_method``            class decorator adding an adaptation method (a trainer)
 ``SelfTrainingTrainer``        source CE + target pseudo-label CE (+ ProAC over both domains)
 ``WDASSTrainer``               mean teacher, ClassMix, weak-label losses, prototype contrast
 ``SourceOnlyTrainer``          source-only fine-tuning (the compute-matched baseline)
@@ -28,6 +29,8 @@ _EXPORTS = {
     "load_adapt_config": "config",
     "run_adaptation": "run",
     "build_adapt_trainer": "run",
+    "register_method": "methods",
+    "method_names": "methods",
     "AdaptTrainer": "trainer",
     "SourceOnlyTrainer": "trainer",
     "SelfTrainingTrainer": "self_training",

@@ -5,7 +5,7 @@ An adaptation config is an ordinary training config (:mod:`contraseg.engine.conf
 first of which picks ``best.pth``) plus one more top-level section::
 
     adapt:
-      method: self_training          # self_training | wdass | source_only
+      method: self_training          # self_training | wdass | source_only (contraseg.adapt.methods)
       target: {name: synthetic-target, split: train, options: {...}}
       target_batch_size: null        # per process; null = data.batch_size
       target_base_size: null         # [h, w] the target's random rescale is relative to
@@ -34,8 +34,13 @@ from typing import Any, Iterable, Literal
 
 import yaml
 
-from ..engine.config import Config, ConfigError, DatasetConfig, _build, _opt
+from ..engine.config import Config, DatasetConfig, InferenceMode
 from ..engine.config_io import load_config
+from ..engine.config_schema import ConfigError, build_section, config_field, default_of, size_field
+from ..losses.wdass_contrast import WDASSContrastLoss
+from ..prototypes.estimators import WeakLabelPrototypeEstimator
+from ..prototypes.wdass_estimator import WDASSPrototypeEstimator
+from .methods import method_names
 
 ADAPT_KEY = "adapt"
 
@@ -54,10 +59,10 @@ class PseudoLabelConfig:
 
     dir: str | None = None
     checkpoint: str | None = None
-    threshold: float = _opt(0.9, minimum=0.0)
-    class_percentile: float | None = _opt(None, minimum=0.0)
-    mode: Literal["whole", "slide"] | None = None
-    batch_size: int = _opt(8, minimum=1)
+    threshold: float = config_field(0.9, minimum=0.0)
+    class_percentile: float | None = config_field(None, minimum=0.0)
+    mode: InferenceMode | None = None
+    batch_size: int = config_field(8, minimum=1)
 
 
 @dataclass
@@ -67,9 +72,14 @@ class TeacherConfig:
     way (``ema``) or copied from the student (``copy``), and the confidence
     ``threshold`` of its pseudo labels (0.968 in DACS and WDASS)."""
 
-    momentum: float = _opt(0.999, minimum=0.0)
+    momentum: float = config_field(0.999, minimum=0.0)
     buffers: Literal["ema", "copy"] = "ema"
-    threshold: float = _opt(0.968, minimum=0.0)
+    threshold: float = config_field(0.968, minimum=0.0)
+
+
+def _released(argument: str) -> Any:
+    """The released default of :class:`~contraseg.losses.WDASSContrastLoss`'s ``argument``."""
+    return default_of(WDASSContrastLoss, argument)
 
 
 @dataclass
@@ -83,7 +93,10 @@ class WDASSConfig:
     ``contrast_weight`` x (``cross_weight`` x cross-domain + ``intra_weight`` x
     (intra-source + intra-target) prototype contrast)); the ramp goes linearly from 0
     to 1 over ``warmup_iters``. Defaults are those of the official WDASS code: every
-    weight 1, cross 0.5, intra 0.25, temperature 0.1.
+    weight 1, cross 0.5, intra 0.25, temperature 0.1 (the contrast's and the prototype
+    estimators' keys read them from :class:`~contraseg.losses.WDASSContrastLoss`,
+    :class:`~contraseg.prototypes.WDASSPrototypeEstimator` and
+    :class:`~contraseg.prototypes.WeakLabelPrototypeEstimator`).
 
     ``contrast``: ``released`` (default) is the released code's prototype contrast and
     prototype estimator (:class:`~contraseg.losses.WDASSContrastLoss`,
@@ -104,22 +117,23 @@ class WDASSConfig:
     mix: bool = True
     photometric: bool = True
     contrast: Literal["released", "prototype-softmax"] = "released"
-    weak_weight: float = _opt(1.0, minimum=0.0)
-    image_weight: float = _opt(1.0, minimum=0.0)
-    contrast_weight: float = _opt(1.0, minimum=0.0)
-    cross_weight: float = _opt(0.5, minimum=0.0)
-    intra_weight: float = _opt(0.25, minimum=0.0)
-    temperature: float = _opt(0.1, minimum=0.0, exclusive=True)
-    base_temperature: float = _opt(0.07, minimum=0.0, exclusive=True)
-    cross_samples: int = _opt(512, minimum=1)
-    intra_samples: int = _opt(256, minimum=1)
-    max_views: int = _opt(20, minimum=1)
-    cross_threshold: float = _opt(0.95, minimum=0.0)
-    intra_threshold: float = _opt(0.96, minimum=0.0)
-    prototype_threshold: float = _opt(0.95, minimum=0.0)
-    prototype_momentum: float = _opt(0.99, minimum=0.0)
-    prototype_temperature: float = _opt(0.1, minimum=0.05)
-    warmup_iters: int = _opt(0, minimum=0)
+    weak_weight: float = config_field(1.0, minimum=0.0)
+    image_weight: float = config_field(1.0, minimum=0.0)
+    contrast_weight: float = config_field(1.0, minimum=0.0)
+    cross_weight: float = config_field(_released("cross_weight"), minimum=0.0)
+    intra_weight: float = config_field(_released("intra_weight"), minimum=0.0)
+    temperature: float = config_field(_released("temperature"), minimum=0.0, exclusive=True)
+    base_temperature: float = config_field(_released("base_temperature"), minimum=0.0, exclusive=True)
+    cross_samples: int = config_field(_released("cross_samples"), minimum=1)
+    intra_samples: int = config_field(_released("intra_samples"), minimum=1)
+    max_views: int = config_field(_released("max_views"), minimum=1)
+    cross_threshold: float = config_field(_released("cross_threshold"), minimum=0.0)
+    intra_threshold: float = config_field(_released("intra_threshold"), minimum=0.0)
+    prototype_threshold: float = config_field(default_of(WDASSPrototypeEstimator, "threshold"), minimum=0.0)
+    prototype_momentum: float = config_field(default_of(WeakLabelPrototypeEstimator, "momentum"), minimum=0.0)
+    prototype_temperature: float = config_field(default_of(WeakLabelPrototypeEstimator, "temperature"),
+                                                minimum=0.05)
+    warmup_iters: int = config_field(0, minimum=0)
 
 
 def _default_target() -> DatasetConfig:
@@ -130,12 +144,12 @@ def _default_target() -> DatasetConfig:
 class AdaptConfig:
     """The ``adapt`` section (see the module docstring)."""
 
-    method: Literal["self_training", "wdass", "source_only"] = "self_training"
+    method: str = "self_training"  # a name of the method table (contraseg.adapt.methods)
     target: DatasetConfig = field(default_factory=_default_target)
-    target_batch_size: int | None = _opt(None, minimum=1)
-    target_base_size: list[int] | None = _opt(None, minimum=1, length=2)
+    target_batch_size: int | None = config_field(None, minimum=1)
+    target_base_size: list[int] | None = size_field()
     init_checkpoint: str | None = None
-    rounds: int = _opt(1, minimum=1)
+    rounds: int = config_field(1, minimum=1)
     pseudo_labels: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     wdass: WDASSConfig = field(default_factory=WDASSConfig)
@@ -154,6 +168,9 @@ def check_adapt_relations(cfg: Config, adapt: AdaptConfig) -> None:
     """Checks across keys of ``adapt`` and the rest of the config (one-line ConfigError)."""
     from ..data.registry import dataset_names
 
+    if adapt.method not in method_names():
+        raise ConfigError(f"config key adapt.method: {adapt.method!r} is not allowed; "
+                          f"allowed values: {', '.join(method_names())}")
     if adapt.target.name not in dataset_names():
         raise ConfigError(f"config key adapt.target.name: {adapt.target.name!r} is not allowed; "
                           f"allowed values: {', '.join(dataset_names())}")
@@ -188,7 +205,7 @@ def check_adapt_relations(cfg: Config, adapt: AdaptConfig) -> None:
 
 def adapt_config_from_dict(raw: Any) -> AdaptConfig:
     """Build and check an :class:`AdaptConfig` from the mapping under ``adapt:``."""
-    return _build(AdaptConfig, raw, ADAPT_KEY)
+    return build_section(AdaptConfig, raw, ADAPT_KEY)
 
 
 def adapt_config_to_dict(adapt: AdaptConfig) -> dict[str, Any]:

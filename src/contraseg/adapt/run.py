@@ -26,24 +26,18 @@ import torch
 from ..engine.config import Config
 from ..engine.process_group import ProcessContext, barrier, init_process_group_from_env
 from .config import AdaptConfig
+from .methods import trainer_class
 from .pseudo_labels import LabellingOptions, format_summary, generate_pseudo_labels, is_complete
-from .self_training import SelfTrainingTrainer
-from .trainer import AdaptTrainer, SourceOnlyTrainer
-from .wdass_trainer import WDASSTrainer
-
-TRAINERS: dict[str, type[AdaptTrainer]] = {
-    "self_training": SelfTrainingTrainer,
-    "wdass": WDASSTrainer,
-    "source_only": SourceOnlyTrainer,
-}
+from .trainer import AdaptTrainer
 
 
 def build_adapt_trainer(cfg: Config, adapt: AdaptConfig, run_dir: str | Path, resume: str | None = None,
                         context: ProcessContext | None = None, progress: bool = True,
                         resume_changed: bool = False) -> AdaptTrainer:
-    """The trainer of ``adapt.method`` (one round; see :func:`run_adaptation` for rounds)."""
-    return TRAINERS[adapt.method](cfg, adapt, run_dir, resume=resume, context=context, progress=progress,
-                                  resume_changed=resume_changed)
+    """The trainer of ``adapt.method`` (the method table, :mod:`contraseg.adapt.methods`)
+    for one round; see :func:`run_adaptation` for rounds."""
+    return trainer_class(adapt.method)(cfg, adapt, run_dir, resume=resume, context=context, progress=progress,
+                                       resume_changed=resume_changed)
 
 
 def round_directory(run_dir: str | Path, index: int, rounds: int) -> Path:
@@ -55,8 +49,8 @@ def label_target(checkpoint: str | Path, adapt: AdaptConfig, out: str | Path, de
                  num_workers: int = 0) -> dict[str, Any]:
     """Pseudo labels of ``adapt.target`` by ``checkpoint`` with ``adapt.pseudo_labels``'s settings."""
     from ..engine.build import build_eval_dataset
+    from ..engine.evaluate import inference_options
     from ..engine.restore import restore_model
-    from ..engine.trainer import inference_options
 
     settings = adapt.pseudo_labels
     restored = restore_model(checkpoint, device)

@@ -29,7 +29,6 @@ import contextlib
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
@@ -37,8 +36,8 @@ from ..engine.checkpoint import load_checkpoint
 from ..engine.config import Config
 from ..engine.process_group import ProcessContext
 from ..engine.rng import capture_rng_state, restore_rng_state
-from ..engine.sampling import InfiniteShardedSampler, SeededDataset
-from ..engine.trainer import Trainer, _ignore_sigint
+from ..engine.sampling import stream_loader
+from ..engine.trainer import Trainer
 from .config import AdaptConfig, adapt_config_to_yaml
 from .target_data import TargetDataset, check_image_labels, check_label_folder
 
@@ -160,14 +159,9 @@ class AdaptTrainer(Trainer):
     def _target_loader(self) -> DataLoader:
         assert self.target_set is not None
         batch = self.adapt.target_batch(self.cfg)
-        seed = self.cfg.train.seed + TARGET_SEED_OFFSET
-        sampler = InfiniteShardedSampler(len(self.target_set), seed, self.ctx.rank, self.ctx.world_size,
-                                         start=self.iteration * batch * self.ctx.world_size)
-        workers = self.cfg.data.num_workers
-        return DataLoader(SeededDataset(self.target_set), batch_size=batch, sampler=sampler, num_workers=workers,
-                          drop_last=True, pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
-                          worker_init_fn=_ignore_sigint if workers > 0 else None,
-                          generator=torch.Generator().manual_seed(seed))
+        return stream_loader(self.target_set, batch, self.cfg.train.seed + TARGET_SEED_OFFSET, self.ctx.rank,
+                             self.ctx.world_size, self.iteration * batch * self.ctx.world_size,
+                             self.cfg.data.num_workers, pin_memory=self.device.type == "cuda")
 
     def _loader(self) -> Any:
         """The engine's source stream, zipped with the target stream when there is one."""

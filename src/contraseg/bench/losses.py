@@ -13,7 +13,7 @@ backward), and beside the dense implementation it replaced (``memory_impl="dense
 all timed in the same interleaved rounds; the streaming loss's peak memory is also
 measured with a bank a quarter the size. ``--busy`` adds a table of ProAC under load:
 its ratio to the floor with and without another process spinning on one core, for
-several chunk sizes of ``contraseg.losses._similarity`` and thread counts.
+several chunk sizes of :func:`contraseg.losses.similarity.chunk_rows` and thread counts.
 """
 
 from __future__ import annotations
@@ -218,12 +218,12 @@ class _Spinner:
 
 def busy_rows(args, device: torch.device, size: tuple[int, int]) -> list[str]:
     """ProAC's ratio to the floor, quiet and with one core loaded, per thread count and chunk size."""
-    from contraseg.losses import _similarity
+    from contraseg.losses import similarity
 
     inputs = make_inputs(args.batch, args.dim, *size, args.classes, device)
     chunks = [int(c) for c in args.busy_chunks.split(",")]
     threads = [int(t) for t in args.busy_threads.split(",")]
-    default_chunk, default_threads = _similarity._CHUNK, torch.get_num_threads()
+    default_chunk, default_threads = similarity.CHUNK_ROWS, torch.get_num_threads()
     ratios: dict[tuple[int, int, bool], float] = {}
     millis: dict[tuple[int, int, bool], float] = {}
     try:
@@ -234,8 +234,8 @@ def busy_rows(args, device: torch.device, size: tuple[int, int]) -> list[str]:
                 proac = build_case("proac", args.dim, args.classes, device, inputs)
                 for chunk in chunks:
                     def run(chunk=chunk):
-                        _similarity._CHUNK = chunk
-                        proac()
+                        with similarity.chunk_rows(chunk):
+                            proac()
                     runs[f"proac-{chunk}"] = run
                 if loaded:
                     with _Spinner():
@@ -246,7 +246,6 @@ def busy_rows(args, device: torch.device, size: tuple[int, int]) -> list[str]:
                     ratios[n_threads, chunk, loaded] = times[f"proac-{chunk}"] / times["matmul-floor"]
                     millis[n_threads, chunk, loaded] = times[f"proac-{chunk}"] * 1e3
     finally:
-        _similarity._CHUNK = default_chunk
         torch.set_num_threads(default_threads)
     rows = []
     for n_threads in threads:
@@ -280,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     memory.add_argument("--no-dense", action="store_true", help="skip the dense implementation")
     busy = parser.add_argument_group("ProAC under load (on the first of --sizes)")
     busy.add_argument("--busy", action="store_true", help="add the table")
-    busy.add_argument("--busy-chunks", default="16,64,256", help="chunk sizes of losses._similarity to try")
+    busy.add_argument("--busy-chunks", default="16,64,256", help="chunk sizes of losses.similarity to try")
     busy.add_argument("--busy-threads", default="1,2", help="thread counts to try")
     args = parser.parse_args(argv)
     if args.threads:
@@ -338,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ProAC / matmul floor at {sizes[0][0]} x {sizes[0][1]}, without and with another process "
               f"spinning on one core (same run)")
         print()
-        print("| threads | _similarity chunk | ProAC ms | / floor | ProAC ms, one core loaded | / floor | "
+        print("| threads | similarity chunk | ProAC ms | / floor | ProAC ms, one core loaded | / floor | "
               "loaded / quiet ratio |")
         print("|---|---|---|---|---|---|---|")
         for row in busy_rows(args, device, sizes[0]):

@@ -6,8 +6,9 @@ regulariser, as the median of ``--repeats`` steps after ``--warmup`` steps, all 
 process with the repeats interleaved (case 1, 2, ..., 1, 2, ...), and prints a markdown table of the step times and their ratio to the CE-only
 step. Inputs are rendered ``synthetic-source`` street scenes (so labels form realistic
 regions). The pixel memory bank is filled before timing (a full bank is the steady
-state); ProtoSeg swaps the linear classifier for the prototype classifier, so its row
-also includes that change.
+state); a regulariser that needs another classifier (ProtoSeg: the prototype classifier)
+gets it, so its row also includes that change. The rows are those of the regulariser
+table (:data:`contraseg.engine.regularisers.REGULARISERS`).
 
 The memory-bank row also gets its own floor, timed in the same rounds: the three
 matmuls of the step's A sampled anchors x D x M bank entries (forward, and the two of
@@ -24,9 +25,8 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from ..engine.regularisers import REGULARISERS, RegulariserConfig, build_regulariser
 from .timing import median_time
-
-REGULARISERS = ("none", "proac", "pixel_contrast", "pixel_contrast_memory", "protoseg")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -42,7 +42,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off")
-    parser.add_argument("--only", nargs="+", choices=REGULARISERS, help="time only these regularisers")
+    parser.add_argument("--only", nargs="+", choices=list(REGULARISERS), help="time only these regularisers")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
     if args.batch < 1 or args.repeats < 1 or args.warmup < 0 or min(args.size) < 8:
@@ -75,17 +75,16 @@ def fill_memory(regulariser: Any) -> None:
 def build_step(name: str, args: argparse.Namespace, images: torch.Tensor, labels: torch.Tensor,
                num_classes: int, ignore_index: int) -> Callable[[], object]:
     """A closure running one training step with regulariser ``name`` (same seed, same model)."""
-    from ..engine.config import OptimConfig, RegulariserConfig
+    from ..engine.config import OptimConfig
     from ..engine.optim import build_optimizer, split_parameters
     from ..engine.precision import resolve_precision
-    from ..engine.regularisers import build_regulariser
     from ..engine.step import StepParts, training_step
     from ..models import build_segmentor
 
     device = images.device
     torch.manual_seed(0)
     model = build_segmentor(args.backbone, args.head, num_classes=num_classes, embed_dim=args.embed_dim,
-                            classifier="prototype" if name == "protoseg" else "linear").to(device).train()
+                            classifier=REGULARISERS[name].classifier or "linear").to(device).train()
     reg_cfg = RegulariserConfig(name=name, memory_pixel_size=args.memory_size, memory_segment_size=args.memory_size)
     regulariser = build_regulariser(reg_cfg, num_classes, args.embed_dim, ignore_index).to(device).train()
     fill_memory(regulariser)
@@ -103,8 +102,6 @@ def memory_bank_floor(args: argparse.Namespace, images: torch.Tensor, labels: to
     (same seed as the timed step), M the filled entries of the full bank.
     """
     from .._labels import resize_labels
-    from ..engine.config import RegulariserConfig
-    from ..engine.regularisers import build_regulariser
     from ..models import build_segmentor
     from .losses import memory_floor
 
@@ -153,7 +150,7 @@ def main(argv: list[str]) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     images, labels, info = make_batch(args.batch, tuple(args.size), device)
-    names = [n for n in REGULARISERS if args.only is None or n in args.only]
+    names = [n for n in REGULARISERS if args.only is None or n in args.only]  # every row of the table
     if args.only is not None and "none" not in names:
         names.insert(0, "none")  # ratios need the CE-only step
     print(f"train-step: {args.backbone} + {args.head}, batch {args.batch} x {args.size[0]}x{args.size[1]}, "

@@ -1,8 +1,7 @@
-"""What the commands share: one error path, process-group runs, output folders, dataset options.
+"""What the commands share: process-group runs, output folders, dataset options, the
+dataset of a checkpoint's evaluation. (Their error type and one-line error reporting are
+:mod:`contraseg.errors`.)
 
-* :func:`error_message` turns any user-caused exception into the one line that
-  ``contraseg`` prints after ``error:`` (a DataLoader worker's error is unwrapped to the
-  original message; an ``OSError`` names its file).
 * :func:`in_process_group` joins the ``torchrun`` process group (if any), runs a body
   and always leaves the group: the block ``train`` and ``adapt`` used to repeat.
 * :func:`prepare_run_dir` and :func:`prepare_output_dir` make a run folder hold one
@@ -10,86 +9,25 @@
   the user resumes (run folders) or passes ``--overwrite``.
 * :func:`parse_options` reads the ``--option KEY=VALUE`` dataset options of every
   command that takes a dataset.
+* :func:`dataset_for_model` builds the evaluation dataset of ``eval`` and
+  ``pseudo-label`` and checks it against the checkpoint's classes.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
-T = TypeVar("T")
+from ..errors import UserError
 
-MAX_MESSAGE = 400  # characters of an error line
+T = TypeVar("T")
 
 # What a training run writes into its folder (engine Trainer, adapt trainers, rounds).
 RUN_OUTPUTS = ("last.pth", "best.pth", "config.yaml", "adapt.yaml", "log.jsonl", "eval", "tensorboard",
                "pseudo_labels")
 RUN_OUTPUT_PATTERNS = ("round_*", ".*.tmp", "*.eval.*.json")
-
-
-class UserError(Exception):
-    """An error caused by the user's input: printed as one line, exit code 2 (or ``exit_code``)."""
-
-    exit_code = 2
-
-
-class Interrupted(UserError):
-    """A run stopped by SIGINT (exit 130) or SIGTERM (exit 143) after saving its state."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-_WORKER_HEADER = re.compile(r"Caught (\w+) in DataLoader worker process \d+\.?")
-
-
-def error_message(err: BaseException) -> str:
-    """One line for ``err``: the DataLoader worker's original message, an OSError's file and
-    reason, whitespace collapsed, at most :data:`MAX_MESSAGE` characters."""
-    text = str(err)
-    if "Original Traceback" in text or _WORKER_HEADER.search(text):
-        # torch re-raises a worker's exception as "Caught X in DataLoader worker process N.
-        # Original Traceback ...\nX: original message"; the last "X: " line is the message
-        lines = [line for line in text.splitlines() if line.strip()]
-        name = _WORKER_HEADER.search(text)
-        for line in reversed(lines):
-            head, sep, rest = line.partition(": ")
-            if sep and (name is None or head.strip().endswith(name.group(1))):
-                text = rest
-                break
-        else:
-            text = lines[-1] if lines else text
-    elif isinstance(err, OSError) and err.filename is not None:
-        reason = err.strerror or text
-        target = f"{err.filename} -> {err.filename2}" if err.filename2 is not None else str(err.filename)
-        if isinstance(err, FileExistsError) and Path(str(err.filename)).is_file():
-            text = f"cannot create the folder {target}: a file has that name"
-        else:
-            text = f"{target}: {reason}"
-    elif isinstance(err, KeyboardInterrupt):
-        text = "interrupted"
-    if not text.strip():
-        text = type(err).__name__
-    text = " ".join(text.split())
-    if len(text) > MAX_MESSAGE:
-        text = text[: MAX_MESSAGE - 3] + "..."
-    return text
-
-
-# Exceptions that a user causes (bad data, config, files, disk, permissions): one line,
-# exit 2. Anything else is a bug and keeps its traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (UserError, ValueError, OSError, FloatingPointError)
-
-
-def exit_code_of(err: BaseException) -> int:
-    """2 for user errors, 130 for Ctrl-C, ``err.exit_code`` for :class:`Interrupted`."""
-    if isinstance(err, KeyboardInterrupt):
-        return 130
-    return int(getattr(err, "exit_code", 2))
 
 
 def in_process_group(device: str | None, body: Callable[[Any], T]) -> tuple[Any, T]:
@@ -212,3 +150,24 @@ def add_option_argument(parser: argparse.ArgumentParser, example: str = "size=[6
     """``--option KEY=VALUE`` (repeatable), the one spelling of dataset options."""
     parser.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
                         help=f"dataset keyword argument, e.g. --option {example} (repeatable)")
+
+
+def dataset_for_model(ds_cfg: Any, resize: int | None, num_classes: int) -> Any:
+    """The evaluation dataset ``ds_cfg`` (short side resized to ``resize``) for a
+    checkpoint's model of ``num_classes`` classes (``eval``, ``pseudo-label``).
+
+    Raises:
+        UserError: one line naming the dataset (``name/split``) for a wrong option, a
+            missing root or folder, or a class count that differs from the model's.
+    """
+    from ..engine.build import build_eval_dataset, checked_dataset, dataset_label
+
+    label = dataset_label(ds_cfg)
+    try:
+        dataset = checked_dataset("--dataset", ds_cfg, lambda: build_eval_dataset(ds_cfg, resize))
+    except (FileNotFoundError, ValueError) as err:
+        raise UserError(f"dataset {label}: {err}") from None
+    if len(dataset.info.classes) != num_classes:
+        raise UserError(f"dataset {label} has {len(dataset.info.classes)} classes, "
+                        f"the checkpoint's model {num_classes}")
+    return dataset

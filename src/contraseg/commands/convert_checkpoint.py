@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ._common import UserError
+from ..errors import UserError
 
 # Evaluation protocol of each format when no --config is given (Cityscapes val, 19 classes).
 _CITYSCAPES_DATA = {

@@ -49,9 +49,8 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_check(args: argparse.Namespace) -> int:
     """Check ``args.root`` as dataset ``args.dataset``; 0 when clean, UserError (exit 2) otherwise."""
-    from contraseg.cli import UserError
-    from contraseg.data.check import check_dataset
-
+    from ..data.check import check_dataset
+    from ..errors import UserError
     from ._common import parse_options
 
     options = parse_options(args.options)

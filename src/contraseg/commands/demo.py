@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..cli import UserError
+from ..errors import UserError
 
 DEMO_ITERS = 640
 IMAGE_SIZE = [64, 128]
@@ -212,13 +212,18 @@ def _clear_previous_demo(out: Path) -> None:
 def write_embedding_picture(out: Path, seed: int) -> Path | None:
     """t-SNE of both checkpoints' pixel embeddings on the same synthetic-source val pixels
     (``contraseg viz embed ... --compare``); None when matplotlib / scikit-learn are missing."""
-    from ..cli import main
+    from ..errors import report_errors
+    from . import viz
 
+    parser = argparse.ArgumentParser(prog="contraseg")
+    viz.add_parser(parser.add_subparsers(dest="command"))
     picture = out / EMBED_PICTURE
-    code = main(["viz", "embed", str(out / "ce" / "last.pth"), "--compare", str(out / "proac" / "last.pth"),
-                 "--dataset", "synthetic-source", "--split", "val", "--option", f"size=[{IMAGE_SIZE[0]},{IMAGE_SIZE[1]}]",
-                 "--option", f"length={VAL_SCENES}", "--images", "20", "--pixels", "3000", "--seed", str(seed),
-                 "--out", str(picture)])
+    args = parser.parse_args([
+        "viz", "embed", str(out / "ce" / "last.pth"), "--compare", str(out / "proac" / "last.pth"),
+        "--dataset", "synthetic-source", "--split", "val", "--option", f"size=[{IMAGE_SIZE[0]},{IMAGE_SIZE[1]}]",
+        "--option", f"length={VAL_SCENES}", "--images", "20", "--pixels", "3000", "--seed", str(seed),
+        "--out", str(picture)])
+    code = report_errors("viz", lambda: args.func(args))
     return picture if code == 0 else None
 
 

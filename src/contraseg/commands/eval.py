@@ -15,7 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ._common import UserError, add_option_argument, in_process_group, parse_options
+from ..errors import UserError
+from ._common import add_option_argument, dataset_for_model, in_process_group, parse_options
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -70,13 +71,12 @@ def result_name(checkpoint: str | Path, datasets: list[Any]) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate; print tables; write JSON on rank 0."""
-    from ..engine.build import build_eval_dataset, dataset_label
+    from ..engine.build import dataset_label
     from ..engine.config import DatasetConfig
-    from ..engine.evaluate import evaluate_dataset
+    from ..engine.evaluate import evaluate_dataset, inference_options
     from ..engine.metrics import format_metrics_table
     from ..engine.restore import restore_model
     from ..engine.run_log import json_safe, metrics_in_percent, progress_reporter
-    from ..engine.trainer import _checked_dataset, inference_options
 
     options = parse_options(args.options)
     if options and args.dataset is None:
@@ -95,13 +95,7 @@ def run(args: argparse.Namespace) -> int:
         results: dict[str, Any] = {}
         for ds_cfg in datasets:
             label = dataset_label(ds_cfg)
-            try:
-                dataset = _checked_dataset("--dataset", ds_cfg, lambda: build_eval_dataset(ds_cfg, cfg.eval.resize))
-            except (FileNotFoundError, ValueError) as err:
-                raise UserError(f"dataset {label}: {err}") from None
-            if len(dataset.info.classes) != len(restored.classes):
-                raise UserError(f"dataset {label} has {len(dataset.info.classes)} classes, "
-                                f"the checkpoint's model {len(restored.classes)}")
+            dataset = dataset_for_model(ds_cfg, cfg.eval.resize, len(restored.classes))
             inference = inference_options(cfg)
             progress = progress_reporter(f"eval {label}") if context.is_main else None
             metrics = evaluate_dataset(restored.model, dataset, inference, context.device,

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import UserError, prepare_output_dir
+from ..errors import UserError
+from ._common import prepare_output_dir
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -92,11 +93,11 @@ def run(args: argparse.Namespace) -> int:
     from .._io import atomic_write
     from ..data.base import read_rgb_image
     from ..data.transforms import image_to_tensor, normalize
+    from ..engine.evaluate import inference_options
     from ..engine.inference import predict_labels
     from ..engine.prediction_images import save_prediction_images
     from ..engine.process_group import init_process_group_from_env
     from ..engine.restore import restore_model
-    from ..engine.trainer import inference_options
 
     if not 0.0 <= args.alpha <= 1.0:
         raise UserError(f"--alpha must be in [0, 1], got {args.alpha}")

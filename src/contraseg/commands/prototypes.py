@@ -13,7 +13,7 @@ import argparse
 import math
 from typing import Any
 
-from ..cli import UserError
+from ..errors import UserError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

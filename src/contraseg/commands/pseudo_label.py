@@ -16,7 +16,8 @@ import argparse
 import json
 from typing import Any
 
-from ._common import UserError, add_option_argument, in_process_group, parse_options, prepare_output_dir
+from ..errors import UserError
+from ._common import add_option_argument, dataset_for_model, in_process_group, parse_options, prepare_output_dir
 
 __all__ = ["add_dataset_arguments", "add_parser", "parse_options", "run"]
 
@@ -57,11 +58,10 @@ def _check_fraction(name: str, value: float | None) -> None:
 def run(args: argparse.Namespace) -> int:
     """Label the split, write the PNGs and summary.json, print the per-class table."""
     from ..adapt.pseudo_labels import LabellingOptions, format_summary, generate_pseudo_labels
-    from ..engine.build import build_eval_dataset
     from ..engine.config import DatasetConfig
+    from ..engine.evaluate import inference_options
     from ..engine.restore import restore_model
     from ..engine.run_log import progress_reporter
-    from ..engine.trainer import _checked_dataset, inference_options
 
     _check_fraction("--threshold", args.threshold)
     _check_fraction("--class-percentile", args.class_percentile)
@@ -76,13 +76,7 @@ def run(args: argparse.Namespace) -> int:
         if args.mode is not None:
             cfg.eval.mode = args.mode
         ds_cfg = DatasetConfig(name=args.dataset, root=args.root, split=args.split, options=options)
-        try:
-            dataset = _checked_dataset("--dataset", ds_cfg, lambda: build_eval_dataset(ds_cfg, cfg.eval.resize))
-        except (FileNotFoundError, ValueError) as err:
-            raise UserError(f"dataset {args.dataset}/{args.split}: {err}") from None
-        if len(dataset.info.classes) != len(restored.classes):
-            raise UserError(f"dataset {args.dataset} has {len(dataset.info.classes)} classes, "
-                            f"the checkpoint's model {len(restored.classes)}")
+        dataset = dataset_for_model(ds_cfg, cfg.eval.resize, len(restored.classes))
         prepare_output_dir(args.out, args.overwrite, (".png", ".json"), "pseudo-label", delete=context.is_main)
         from ..engine.process_group import barrier
 

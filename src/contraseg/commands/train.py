@@ -18,7 +18,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ._common import Interrupted, add_run_arguments, in_process_group, prepare_run_dir, set_threads
+from ..errors import Interrupted
+from ._common import add_run_arguments, in_process_group, prepare_run_dir, set_threads
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -39,7 +40,7 @@ def start_run(args: argparse.Namespace, run_dir: Path, command: str, fit: Any) -
     """What ``train`` and ``adapt`` share around ``fit(context)``: the run-folder check,
     the process group, and an interruption turned into a resume hint (exit 130 / 143)."""
     from ..engine.process_group import barrier
-    from ..engine.trainer import TrainingInterrupted
+    from ..engine.interruption import TrainingInterrupted
 
     def body(context: Any) -> dict[str, Any]:
         prepare_run_dir(run_dir, args.resume, args.overwrite, delete=context.is_main)

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..cli import UserError
+from ..errors import UserError
 from ._common import parse_options
 
 VIZ_INSTALL_HINT = "contraseg viz needs matplotlib and scikit-learn: pip install contraseg[viz]"

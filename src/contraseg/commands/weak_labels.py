@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._common import UserError, parse_options, prepare_output_dir
+from ..errors import UserError
+from ._common import parse_options, prepare_output_dir
 from .pseudo_label import add_dataset_arguments
 
 

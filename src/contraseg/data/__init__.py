@@ -7,6 +7,7 @@ and has ``.info`` (:class:`DatasetInfo`).
 =========================  ===================================================
 ``build_dataset``          construct a dataset by name (``dataset_names()``)
 ``register_dataset``       class decorator adding a third-party dataset
+``dataset_options``        the keyword arguments a config's ``options:`` may set
 ``DatasetInfo``            class names, palette, ignore index, eval subset
 ``SegmentationDataset``    base class: pseudo-label override + joint transform
 ``FileSegmentationDataset``  base class of the on-disk formats
@@ -26,10 +27,11 @@ _EXPORTS = {
     "register_dataset": "registry",
     "dataset_names": "registry",
     "get_dataset_class": "registry",
-    "DatasetInfo": "base",
+    "dataset_options": "registry",
+    "DatasetInfo": "dataset_info",
     "SegmentationDataset": "base",
     "FileSegmentationDataset": "base",
-    "LabelTable": "base",
+    "LabelTable": "dataset_info",
     "TrainTransform": "transforms",
     "EvalTransform": "transforms",
     "denormalize": "transforms",

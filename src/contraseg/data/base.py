@@ -15,21 +15,26 @@ Two layers:
   root folder. A format module only implements :meth:`~FileSegmentationDataset.scan`
   (which files belong to a split) and says how raw label ids map to train ids
   (:class:`LabelTable`, or by overriding ``load_label``).
+
+The pieces a format module needs besides these two classes live in :mod:`.dataset_info`
+(:class:`DatasetInfo`, :class:`LabelTable`), :mod:`.listing` (:class:`FileListing` and
+the file-finding helpers) and :mod:`.files` (the readers); this module re-exports them
+(``__all__``), so a format imports everything from here.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import numpy as np
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .files import one_line as _one_line
+from .dataset_info import DatasetInfo, LabelTable
 from .files import read_label_png, read_rgb_image
+from .listing import FileListing, Sample, check_root, index_files, read_split_file, scan_paired_folders
 from .pseudo_labels import PseudoLabelDir
 
 __all__ = [
@@ -50,215 +55,6 @@ __all__ = [
 
 # A joint transform: (image uint8 H x W x 3, mask, *extra masks) -> (image, mask, *extra) tensors.
 JointTransform = Callable[..., tuple[Tensor, ...]]
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What a dataset's labels mean.
-
-    Attributes:
-        name: the registered dataset name (``"cityscapes"``).
-        classes: the K class names, index = train id.
-        palette: K RGB colours (uint8 each), one per class, for visualisation.
-        ignore_index: the label value of pixels that are not evaluated (255).
-        eval_classes: train ids that evaluation averages over, or ``None`` for all K
-            (SYNTHIA is evaluated on 16 or 13 of the 19 Cityscapes classes).
-    """
-
-    name: str
-    classes: tuple[str, ...]
-    palette: tuple[tuple[int, int, int], ...]
-    ignore_index: int = 255
-    eval_classes: tuple[int, ...] | None = field(default=None)
-
-    def __post_init__(self) -> None:
-        if len(self.classes) == 0:
-            raise ValueError(f"DatasetInfo {self.name!r}: classes must not be empty")
-        if len(self.palette) != len(self.classes):
-            raise ValueError(
-                f"DatasetInfo {self.name!r}: palette has {len(self.palette)} colours "
-                f"but there are {len(self.classes)} classes"
-            )
-        for colour in self.palette:
-            if len(colour) != 3 or any(not 0 <= int(c) <= 255 for c in colour):
-                raise ValueError(f"DatasetInfo {self.name!r}: palette colour {colour} is not 3 values in [0, 255]")
-        if 0 <= self.ignore_index < len(self.classes):
-            raise ValueError(
-                f"DatasetInfo {self.name!r}: ignore_index={self.ignore_index} collides with "
-                f"class ids [0, {len(self.classes)})"
-            )
-        if self.eval_classes is not None:
-            bad = [c for c in self.eval_classes if not 0 <= c < len(self.classes)]
-            if bad:
-                raise ValueError(
-                    f"DatasetInfo {self.name!r}: eval_classes {bad} outside [0, {len(self.classes)})"
-                )
-
-    @property
-    def num_classes(self) -> int:
-        """K, the number of train ids."""
-        return len(self.classes)
-
-
-class LabelTable:
-    """Raw label id -> train id, as a lookup table.
-
-    ``mapping`` lists every raw id the format defines (void ids included, mapped to
-    ``ignore_index``). Raw ids missing from it also map to ``ignore_index`` when
-    loading, and :meth:`unknown_values` reports them (``contraseg datasets check``).
-
-    Example: Cityscapes ``{7: 0, 26: 13, 0: 255, ...}``; raw label images may be
-    uint8 or uint16 (SYNTHIA), any shape.
-    """
-
-    def __init__(self, mapping: Mapping[int, int], ignore_index: int = 255) -> None:
-        if not mapping:
-            raise ValueError("LabelTable: mapping must not be empty")
-        bad = {k: v for k, v in mapping.items() if k < 0 or not 0 <= v <= 255}
-        if bad:
-            raise ValueError(f"LabelTable: raw ids must be >= 0 and train ids in [0, 255], got {bad}")
-        self.mapping = dict(mapping)
-        self.ignore_index = ignore_index
-        size = max(256, max(self.mapping) + 1)
-        self.lut = np.full(size, ignore_index, dtype=np.uint8)
-        self.known = np.zeros(size, dtype=bool)
-        for raw, train in self.mapping.items():
-            self.lut[raw] = train
-            self.known[raw] = True
-
-    def map(self, raw: np.ndarray) -> np.ndarray:
-        """Train ids (uint8, same shape) of the raw ids ``raw`` (any integer array)."""
-        raw = np.asarray(raw)
-        if raw.dtype.kind not in "iu":
-            raise ValueError(f"LabelTable.map: raw labels must be integers, got dtype {raw.dtype}")
-        inside = (raw >= 0) & (raw < self.lut.size)
-        if inside.all():
-            return self.lut[raw]
-        return np.where(inside, self.lut[np.clip(raw, 0, self.lut.size - 1)], self.ignore_index).astype(np.uint8)
-
-    def unknown_values(self, raw: np.ndarray) -> list[int]:
-        """The distinct raw values of ``raw`` that the table does not define, ascending."""
-        values = np.unique(np.asarray(raw))
-        inside = (values >= 0) & (values < self.lut.size)
-        known = np.zeros(values.shape, dtype=bool)
-        known[inside] = self.known[values[inside]]
-        return [int(v) for v in values[~known]]
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One image of a file dataset: its name, image file and label file (None if unlabeled)."""
-
-    name: str
-    image: Path
-    label: Path | None
-
-
-@dataclass
-class FileListing:
-    """What :meth:`FileSegmentationDataset.scan` found on disk for one split.
-
-    Attributes:
-        images: sample name -> image file, for every image of the split.
-        labels: sample name -> label file, for every label file present in the split,
-            or ``None`` when the split has no label folder at all (unlabeled data).
-        expected_labels: sample name -> the label path each image should have
-            (used to name the missing file in errors).
-    """
-
-    images: dict[str, Path]
-    labels: dict[str, Path] | None
-    expected_labels: dict[str, Path]
-
-    def missing_labels(self) -> list[str]:
-        """Names of images whose label file is absent (empty for unlabeled splits)."""
-        if self.labels is None:
-            return []
-        return [name for name in self.images if name not in self.labels]
-
-    def orphan_labels(self) -> list[str]:
-        """Names of label files that have no image."""
-        if self.labels is None:
-            return []
-        return [name for name in self.labels if name not in self.images]
-
-
-def check_root(root: str | Path, what: str = "dataset root") -> Path:
-    """``root`` as a Path; a one-line FileNotFoundError naming it when it is not a folder."""
-    path = Path(root).expanduser()
-    if not path.is_dir():
-        raise FileNotFoundError(f"{what} not found: {path}")
-    return path
-
-
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-
-
-def index_files(folder: Path, pattern: str, name_of: Callable[[Path], str]) -> dict[str, Path]:
-    """Files under ``folder`` matching the glob ``pattern``, keyed by ``name_of(path)``.
-
-    Two files with the same sample name raise a one-line ValueError naming both.
-    """
-    found: dict[str, Path] = {}
-    for path in sorted(folder.glob(pattern), key=str):
-        if not path.is_file():
-            continue
-        name = name_of(path)
-        if name in found:
-            raise ValueError(f"two files for sample {name!r}: {found[name]} and {path}")
-        found[name] = path
-    return found
-
-
-def read_split_file(path: Path) -> list[str]:
-    """Sample names listed in a split file: one id or file name per line.
-
-    ``00001``, ``00001.png`` and ``images/00001.png`` all name sample ``00001``;
-    blank lines and lines starting with ``#`` are skipped.
-    """
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"cannot read split file {path}: {_one_line(err)}") from None
-    names = []
-    for line in lines:
-        entry = line.strip()
-        if entry and not entry.startswith("#"):
-            file = Path(entry)
-            names.append(file.stem if file.suffix.lower() in _IMAGE_SUFFIXES else file.name)
-    return names
-
-
-def scan_paired_folders(
-    root: Path, image_dir: Path, label_dir: Path, split: str, what: str, image_suffix: str = ".png"
-) -> FileListing:
-    """Pair ``image_dir/<name><image_suffix>`` with ``label_dir/<name>.png``, within a split list.
-
-    ``root/{split}.txt``, when it exists, lists the split's sample names; without it
-    ``"all"`` means every image and any other split raises FileNotFoundError naming
-    the missing list. A listed name without an image raises FileNotFoundError too.
-    """
-    if not image_dir.is_dir():
-        raise FileNotFoundError(f"{what} image folder not found: {image_dir}")
-    images = index_files(image_dir, f"*{image_suffix}", lambda p: p.stem)
-    labels = index_files(label_dir, "*.png", lambda p: p.stem) if label_dir.is_dir() else None
-    split_file = root / f"{split}.txt"
-    if split_file.is_file():
-        names = read_split_file(split_file)
-        absent = [n for n in names if n not in images]
-        if absent:
-            raise FileNotFoundError(
-                f"split file {split_file} lists {len(absent)} samples without an image, "
-                f"first: {image_dir / (absent[0] + image_suffix)}"
-            )
-        wanted = set(names)
-        images = {n: p for n, p in images.items() if n in wanted}
-        if labels is not None:
-            labels = {n: p for n, p in labels.items() if n in wanted}
-    elif split != "all":
-        raise FileNotFoundError(f"{what} split list not found: {split_file}")
-    expected = {name: label_dir / f"{name}.png" for name in images}
-    return FileListing(images, labels, expected)
 
 
 def _default_transform() -> JointTransform:

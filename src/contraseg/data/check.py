@@ -17,7 +17,6 @@ one-line FileNotFoundError from the dataset's own listing.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -25,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .base import FileSegmentationDataset, read_rgb_image
-from .registry import get_dataset_class
+from .registry import dataset_options, get_dataset_class
 
 __all__ = ["CheckReport", "check_dataset"]
 
@@ -102,7 +101,7 @@ def check_dataset(
     cls = get_dataset_class(name)
     if not (isinstance(cls, type) and issubclass(cls, FileSegmentationDataset)):
         raise ValueError(f"dataset {name!r} is not stored as files; nothing to check")
-    allowed = _constructor_options(cls)
+    allowed = dataset_options(cls)
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise ValueError(f"dataset {name!r} has no option {unknown[0]!r}; options: {', '.join(sorted(allowed)) or 'none'}")
@@ -145,13 +144,6 @@ def check_dataset(
         report.problems.append(f"no labelled pixel: every pixel of the {report.checked} labels of split "
                                f"{dataset.split} under {dataset.root} is ignored")
     return report
-
-
-def _constructor_options(cls: type) -> set[str]:
-    """Keyword arguments of ``cls`` that a user may set on the command line."""
-    fixed = {"self", "root", "split", "transform", "pseudo_label_dir", "missing_labels"}
-    parameters = inspect.signature(cls.__init__).parameters.values()
-    return {p.name for p in parameters if p.name not in fixed and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
 
 def _check_sample(dataset: FileSegmentationDataset, image_path: Path, label_path: Path | None, report: CheckReport) -> None:

@@ -8,8 +8,10 @@ for the dataset that needs it. Third-party code may add its own with
 
 from __future__ import annotations
 
-import importlib
+import inspect
 from typing import Any, Callable
+
+from .._lazy import table_entry
 
 _BUILTIN: dict[str, str] = {
     "cityscapes": "contraseg.data.cityscapes:CityscapesDataset",
@@ -41,12 +43,19 @@ def dataset_names() -> list[str]:
 
 def get_dataset_class(name: str) -> Callable[..., Any]:
     """The class registered for ``name``; ValueError listing the known names otherwise."""
-    if name in _REGISTERED:
-        return _REGISTERED[name]
-    if name not in _BUILTIN:
+    cls = table_entry(name, _REGISTERED, _BUILTIN)
+    if cls is None:
         raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(dataset_names())}")
-    module, attr = _BUILTIN[name].split(":")
-    return getattr(importlib.import_module(module), attr)
+    return cls
+
+
+def dataset_options(cls: type) -> set[str]:
+    """The keyword arguments of dataset class ``cls`` a user may set (a config's
+    ``options:``, the command line's ``--option KEY=VALUE``): every constructor argument
+    but ``root``, ``split`` and what the engine sets itself (transform, pseudo labels)."""
+    fixed = {"self", "root", "split", "transform", "pseudo_label_dir", "missing_labels"}
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    return {p.name for p in parameters if p.name not in fixed and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
 
 def build_dataset(name: str, **kwargs: Any) -> Any:

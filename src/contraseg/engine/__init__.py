@@ -12,6 +12,7 @@
 ``save_checkpoint``        atomic, pickle-free checkpoint
 ``load_checkpoint``        read and check one (one-line error naming the file)
 ``build_regulariser``      none / proac / pixel_contrast(_memory) / protoseg
+``register_regulariser``   add a row (``RegulariserSpec``) to the regulariser table
 ``predict_logits``         whole / slide, multi-scale, flip inference
 =========================  =======================================================
 """
@@ -39,7 +40,11 @@ _EXPORTS = {
     "load_checkpoint": "checkpoint",
     "CheckpointError": "checkpoint",
     "build_regulariser": "regularisers",
-    "Regulariser": "regularisers",
+    "Regulariser": "regulariser_terms",
+    "REGULARISERS": "regularisers",
+    "RegulariserSpec": "regularisers",
+    "RegulariserOption": "regularisers",
+    "register_regulariser": "regularisers",
     "PolyLR": "optim",
     "build_optimizer": "optim",
     "InfiniteShardedSampler": "sampling",

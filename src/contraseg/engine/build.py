@@ -1,8 +1,13 @@
-"""From config sections to objects: datasets with their transforms, and the segmentor."""
+"""From config sections to objects: datasets with their transforms, and the segmentor.
+
+:func:`checked_dataset` and :func:`checked_model` turn the usual mistakes of a config (a
+dataset option that does not exist, a missing root, an unreadable weights file) into a
+one-line ValueError naming the config key.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from torch import nn
 
@@ -76,3 +81,37 @@ def build_model(kwargs: dict[str, Any]) -> nn.Module:
     from ..models import build_segmentor
 
     return build_segmentor(**kwargs)
+
+
+def checked_dataset(key: str, ds_cfg: DatasetConfig, build: Callable[[], Any]) -> Any:
+    """``build()`` (which builds dataset ``ds_cfg``), with a wrong dataset option or a
+    missing root as a one-line ValueError naming the config key ``key``."""
+    try:
+        return build()
+    except TypeError as err:
+        from ..data.registry import dataset_options, get_dataset_class
+
+        cls = get_dataset_class(ds_cfg.name)
+        allowed = sorted(dataset_options(cls)) if isinstance(cls, type) else []
+        text = str(err)
+        if "required positional argument" in text and "root" in text:
+            raise ValueError(f"config key {key}.root: dataset {ds_cfg.name} needs a root folder") from None
+        unknown = sorted(set(ds_cfg.options) - set(allowed)) if allowed else []
+        if unknown:
+            raise ValueError(f"config key {key}.options.{unknown[0]}: dataset {ds_cfg.name} has no option "
+                             f"{unknown[0]!r}; options: {', '.join(allowed) or 'none'}") from None
+        raise ValueError(f"config key {key}: dataset {ds_cfg.name}: {text}") from None
+
+
+def checked_model(kwargs: dict[str, Any]) -> nn.Module:
+    """``build_model(kwargs)``; an unreadable ``model.pretrained`` file is a one-line ValueError."""
+    try:
+        return build_model(kwargs)
+    except (ValueError, OSError):
+        raise
+    except Exception as err:  # noqa: BLE001 - torch.load raises RuntimeError / pickle errors on a bad file
+        if not kwargs.get("pretrained"):
+            raise
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ValueError(f"config key model.pretrained: {kwargs['pretrained']} is not a readable weights file "
+                         f"({type(err).__name__}: {reason})") from None

@@ -3,8 +3,10 @@
 A config is a YAML file read into :class:`Config` (see :mod:`contraseg.engine.config_io`
 for files, ``_base_`` includes and ``--set`` overrides). Each section is a dataclass;
 each field's type annotation and ``metadata`` (allowed values, lower bound, list
-length) are checked by :func:`config_from_dict`, so a typo or a bad value fails at
-once with a one-line :class:`ConfigError` that names the key and what is allowed.
+length) are checked by :func:`config_from_dict` (:mod:`contraseg.engine.config_schema`),
+so a typo or a bad value fails at once with a one-line :class:`ConfigError` that names
+the key and what is allowed. The ``regulariser`` section's names and keys come from the
+regulariser table (:mod:`contraseg.engine.regularisers`).
 
 Sections::
 
@@ -23,23 +25,17 @@ Sections::
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .config_schema import ConfigError, build_section, config_field, size_field
+from .regularisers import REGULARISERS, RegulariserConfig
 
-class ConfigError(ValueError):
-    """A config key is unknown or its value is not allowed (a one-line message)."""
+__all__ = ["Config", "ConfigError", "DataConfig", "DatasetConfig", "EvalConfig", "InferenceMode", "ModelConfig",
+           "OptimConfig", "RegulariserConfig", "ScheduleConfig", "TrainConfig", "config_from_dict",
+           "config_to_dict"]
 
-
-def _opt(default: Any = dataclasses.MISSING, *, minimum: float | None = None, exclusive: bool = False,
-         length: int | None = None, factory: Any = None) -> Any:
-    """A dataclass field with a checked lower bound (``minimum``) or list ``length``."""
-    metadata = {"minimum": minimum, "exclusive": exclusive, "length": length}
-    if factory is not None:
-        return field(default_factory=factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
+InferenceMode = Literal["whole", "slide"]  # predict_logits over the whole image, or slide a crop over it
 
 
 @dataclass
@@ -53,11 +49,11 @@ class ModelConfig:
 
     backbone: str = "resnet101"
     head: str = "deeplabv3"
-    head_channels: int | None = _opt(None, minimum=1)
-    embed_dim: int = _opt(256, minimum=1)
+    head_channels: int | None = config_field(None, minimum=1)
+    embed_dim: int = config_field(256, minimum=1)
     projection: str | None = "convmlp"
     classifier: Literal["linear", "prototype"] = "linear"
-    num_prototypes: int = _opt(10, minimum=1)
+    num_prototypes: int = config_field(10, minimum=1)
     prototype_feat_norm: bool = True
     output_stride: Literal[8, 16, 32] = 8
     pretrained: str | None = None
@@ -91,13 +87,13 @@ class DataConfig:
 
     train: DatasetConfig = field(default_factory=DatasetConfig)
     val: list[DatasetConfig] = field(default_factory=_default_val)
-    crop_size: list[int] = _opt(factory=lambda: [512, 1024], minimum=1, length=2)
-    scale_range: list[float] = _opt(factory=lambda: [0.5, 2.0], minimum=0.0, exclusive=True, length=2)
-    base_size: list[int] | None = _opt(None, minimum=1, length=2)
+    crop_size: list[int] = config_field(factory=lambda: [512, 1024], minimum=1, length=2)
+    scale_range: list[float] = config_field(factory=lambda: [0.5, 2.0], minimum=0.0, exclusive=True, length=2)
+    base_size: list[int] | None = size_field()
     hflip: bool = True
-    jitter: float = _opt(0.2, minimum=0.0)
-    batch_size: int = _opt(8, minimum=1)
-    num_workers: int = _opt(4, minimum=0)
+    jitter: float = config_field(0.2, minimum=0.0)
+    batch_size: int = config_field(8, minimum=1)
+    num_workers: int = config_field(4, minimum=0)
     eval_classes: list[str] | None = None
 
 
@@ -109,13 +105,13 @@ class OptimConfig:
     backbone) and 1 for AdamW. ``grad_clip`` is a max global L2 norm or null."""
 
     name: Literal["sgd", "adamw"] = "sgd"
-    lr: float = _opt(0.01, minimum=0.0, exclusive=True)
-    head_lr_mult: float | None = _opt(None, minimum=0.0, exclusive=True)
-    momentum: float = _opt(0.9, minimum=0.0)
+    lr: float = config_field(0.01, minimum=0.0, exclusive=True)
+    head_lr_mult: float | None = config_field(None, minimum=0.0, exclusive=True)
+    momentum: float = config_field(0.9, minimum=0.0)
     nesterov: bool = False
-    weight_decay: float = _opt(5e-4, minimum=0.0)
-    betas: list[float] = _opt(factory=lambda: [0.9, 0.999], minimum=0.0, length=2)
-    grad_clip: float | None = _opt(None, minimum=0.0, exclusive=True)
+    weight_decay: float = config_field(5e-4, minimum=0.0)
+    betas: list[float] = config_field(factory=lambda: [0.9, 0.999], minimum=0.0, length=2)
+    grad_clip: float | None = config_field(None, minimum=0.0, exclusive=True)
 
 
 @dataclass
@@ -123,34 +119,10 @@ class ScheduleConfig:
     """Iteration budget and poly schedule ``lr * (1 - it / max_iters) ** power``,
     multiplied during the first ``warmup_iters`` by a linear ramp from ``warmup_ratio`` to 1."""
 
-    max_iters: int = _opt(40000, minimum=1)
-    power: float = _opt(0.9, minimum=0.0)
-    warmup_iters: int = _opt(0, minimum=0)
-    warmup_ratio: float = _opt(1e-6, minimum=0.0)
-
-
-@dataclass
-class RegulariserConfig:
-    """The term added to cross-entropy (see :mod:`contraseg.engine.regularisers`).
-
-    ``weight: null`` is the method's default (0.1 for ProAC and pixel contrast, 1 for
-    ProtoSeg, whose terms are further scaled by ``ppc_weight`` and ``ppd_weight``).
-    The weight ramps linearly from 0 over ``warmup_iters``.
-    """
-
-    name: Literal["none", "proac", "pixel_contrast", "pixel_contrast_memory", "protoseg"] = "none"
-    weight: float | None = _opt(None, minimum=0.0)
-    warmup_iters: int = _opt(0, minimum=0)
-    temperature: float = _opt(0.1, minimum=0.0, exclusive=True)
-    base_temperature: float = _opt(0.07, minimum=0.0, exclusive=True)
-    max_samples: int = _opt(1024, minimum=1)
-    max_views: int = _opt(100, minimum=1)
-    memory_pixel_size: int = _opt(5000, minimum=1)
-    memory_segment_size: int = _opt(5000, minimum=1)
-    prototypes_file: str | None = None
-    prototype_seed: int = 0
-    ppc_weight: float = _opt(0.01, minimum=0.0)
-    ppd_weight: float = _opt(0.001, minimum=0.0)
+    max_iters: int = config_field(40000, minimum=1)
+    power: float = config_field(0.9, minimum=0.0)
+    warmup_iters: int = config_field(0, minimum=0)
+    warmup_ratio: float = config_field(1e-6, minimum=0.0)
 
 
 @dataclass
@@ -163,9 +135,9 @@ class TrainConfig:
 
     seed: int = 0
     amp: Literal["auto", "off", "fp16", "bf16"] = "auto"
-    log_interval: int = _opt(50, minimum=1)
-    eval_interval: int = _opt(4000, minimum=1)
-    checkpoint_interval: int = _opt(1000, minimum=1)
+    log_interval: int = config_field(50, minimum=1)
+    eval_interval: int = config_field(4000, minimum=1)
+    checkpoint_interval: int = config_field(1000, minimum=1)
     tensorboard: bool = True
     deterministic: bool = False
 
@@ -178,13 +150,13 @@ class EvalConfig:
     ``crop_size``/``stride`` ([h, w]) are for ``slide`` mode; null = data.crop_size and
     two thirds of it."""
 
-    mode: Literal["whole", "slide"] = "whole"
-    resize: int | None = _opt(None, minimum=1)
-    crop_size: list[int] | None = _opt(None, minimum=1, length=2)
-    stride: list[int] | None = _opt(None, minimum=1, length=2)
-    scales: list[float] = _opt(factory=lambda: [1.0], minimum=0.0, exclusive=True)
+    mode: InferenceMode = "whole"
+    resize: int | None = config_field(None, minimum=1)
+    crop_size: list[int] | None = size_field()
+    stride: list[int] | None = size_field()
+    scales: list[float] = config_field(factory=lambda: [1.0], minimum=0.0, exclusive=True)
     flip: bool = False
-    batch_size: int = _opt(1, minimum=1)
+    batch_size: int = config_field(1, minimum=1)
 
 
 @dataclass
@@ -204,94 +176,6 @@ class Config:
 
 # --------------------------------------------------------------------------- checking
 
-_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
-
-
-def _describe(value: Any) -> str:
-    return f"{value!r} ({type(value).__name__})"
-
-
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp`` and return it converted."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None:
-            if type(None) in args:
-                return None
-            raise ConfigError(f"config key {key}: null is not allowed")
-        inner = [a for a in args if a is not type(None)]
-        return _convert(value, inner[0], key)
-    if origin is Literal:
-        if value not in args or isinstance(value, bool) != isinstance(args[0], bool):
-            allowed = ", ".join(str(a) for a in args)
-            raise ConfigError(f"config key {key}: {value!r} is not allowed; allowed values: {allowed}")
-        return value
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key {key}: expected a list, got {_describe(value)}")
-        return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise ConfigError(f"config key {key}: expected a mapping with string keys, got {_describe(value)}")
-        return dict(value)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key)
-    if value is None:
-        raise ConfigError(f"config key {key}: null is not allowed; expected {_TYPE_NAMES[tp]}")
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str):
-        try:  # YAML 1.1 reads "1e-4" as a string
-            return float(value)
-        except ValueError:
-            pass
-    if not isinstance(value, tp) or (tp is not bool and isinstance(value, bool)):
-        raise ConfigError(f"config key {key}: expected {_TYPE_NAMES[tp]}, got {_describe(value)}")
-    return value
-
-
-def _check_bounds(value: Any, meta: typing.Mapping[str, Any], key: str) -> None:
-    if value is None:
-        return
-    length = meta.get("length")
-    if length is not None and len(value) != length:
-        raise ConfigError(f"config key {key}: expected a list of {length} values, got {value!r}")
-    minimum = meta.get("minimum")
-    if minimum is None:
-        return
-    items = value if isinstance(value, list) else [value]
-    exclusive = meta.get("exclusive", False)
-    for item in items:
-        if item < minimum or (exclusive and item == minimum):
-            bound = f"> {minimum}" if exclusive else f">= {minimum}"
-            raise ConfigError(f"config key {key}: {value!r} is not allowed; it must be {bound}")
-
-
-def _build(cls: type, raw: Any, prefix: str) -> Any:
-    """Build dataclass ``cls`` from the mapping ``raw``, checking every key."""
-    where = prefix or "the top level"
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config key {where}: expected a mapping, got {_describe(raw)}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    unknown = [k for k in raw if k not in fields]
-    if unknown:
-        name = f"{prefix}.{unknown[0]}" if prefix else str(unknown[0])
-        raise ConfigError(f"unknown config key {name}; allowed keys in {where}: {', '.join(fields)}")
-    kwargs = {}
-    for name, value in raw.items():
-        key = f"{prefix}.{name}" if prefix else name
-        converted = _convert(value, hints[name], key)
-        _check_bounds(converted, fields[name].metadata, key)
-        kwargs[name] = converted
-    return cls(**kwargs)
-
-
 def _check_relations(cfg: Config) -> None:
     """Checks that involve more than one key."""
     if cfg.data.jitter >= 1:
@@ -305,8 +189,9 @@ def _check_relations(cfg: Config) -> None:
         )
     if not cfg.data.val:
         raise ConfigError("config key data.val: at least one evaluation dataset is needed")
-    if cfg.regulariser.name == "protoseg" and cfg.model.classifier != "prototype":
-        raise ConfigError("config key model.classifier: regulariser protoseg needs classifier 'prototype'")
+    needs = REGULARISERS[cfg.regulariser.name].classifier
+    if needs is not None and cfg.model.classifier != needs:
+        raise ConfigError(f"config key model.classifier: regulariser {cfg.regulariser.name} needs classifier {needs!r}")
     from ..models import available_backbones, available_heads
     from ..models.projection import PROJECTION_KINDS
 
@@ -336,7 +221,7 @@ def _check_relations(cfg: Config) -> None:
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """Build and check a :class:`Config` from a plain mapping (e.g. parsed YAML)."""
-    cfg = _build(Config, raw, "")
+    cfg = build_section(Config, raw, "")
     _check_relations(cfg)
     return cfg
 

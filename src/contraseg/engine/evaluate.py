@@ -37,6 +37,15 @@ class InferenceOptions:
                 "scales": tuple(self.scales), "flip": self.flip}
 
 
+def inference_options(cfg: Any) -> InferenceOptions:
+    """The evaluation inference settings of a :class:`~contraseg.engine.config.Config`
+    (its ``eval`` section; the slide crop defaults to ``data.crop_size``, the stride to
+    two thirds of the crop)."""
+    crop = tuple(cfg.eval.crop_size or cfg.data.crop_size)
+    stride = tuple(cfg.eval.stride) if cfg.eval.stride else tuple(max(1, (2 * c) // 3) for c in crop)
+    return InferenceOptions(cfg.eval.mode, crop, stride, tuple(cfg.eval.scales), cfg.eval.flip)
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
 

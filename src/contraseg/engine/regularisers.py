@@ -1,202 +1,222 @@
-"""The contrastive term added to cross-entropy, one small class per method.
+"""The regulariser table: every contrastive term the trainer can add to cross-entropy.
 
-Every regulariser is an ``nn.Module`` (so its buffers, e.g. a memory bank, go into
-the checkpoint through ``state_dict``) with one call shape::
+One row per name (:class:`RegulariserSpec`): the loss it computes, its default weight
+(used when ``regulariser.weight`` is null), the keys under ``regulariser:`` it reads
+(:class:`RegulariserOption`; defaults read from the constructor they configure, so the
+released values live in the loss), the classifier it needs, and how it is built.
+Everything that knows regulariser names reads this table, :data:`REGULARISERS`:
 
-    terms = regulariser(outputs, labels, iteration, model)   # {"proac": tensor, ...}
-    loss = ce + sum(terms.values())
-    ...optimiser step...
-    regulariser.after_step(outputs, labels)                   # e.g. memory enqueue
+- config validation (:mod:`contraseg.engine.config`): the allowed ``regulariser.name``
+  values, the keys of the section (:class:`RegulariserConfig` has ``name``, ``weight``,
+  ``warmup_iters`` and one field per option of the table), the classifier check;
+- the trainer and the train-step benchmark: :func:`build_regulariser`;
+- the mmseg integration (:mod:`contraseg.integrations.mmseg.losses`): default loss
+  weights.
 
-``outputs`` is the segmentor's dict (``embed`` B x D x h x w, ``logits`` B x K x h x w,
-``prototype_logits`` B x (K*M) x h x w), ``labels`` B x H x W. Each returned term is
-already multiplied by the regulariser weight at ``iteration``:
-``weight * min(1, iteration / warmup_iters)`` (0 at iteration 0 when warming up,
-then a linear ramp; no ramp when ``warmup_iters`` is 0).
+=========================  ============================================  ======  =====================================
+name                       terms                                         weight  its keys (besides weight, warmup_iters)
+=========================  ============================================  ======  =====================================
+none                       (none)                                        -
+proac                      ProAC against K fixed hyperspherical          0.1     temperature, prototypes_file,
+                           prototypes                                            prototype_seed
+pixel_contrast             ContrastiveSeg pixel-pixel contrast in the    0.1     temperature, base_temperature,
+                           batch                                                 max_samples, max_views
+pixel_contrast_memory      the same against a pixel + segment memory     0.1     the same + memory_pixel_size,
+                           bank, streamed in blocks                              memory_segment_size
+protoseg                   PPC (x ppc_weight) and PPD (x ppd_weight)     1       ppc_weight, ppd_weight
+=========================  ============================================  ======  =====================================
 
-=========================  ======================================================  ======
-name                       terms                                                   weight
-=========================  ======================================================  ======
-none                       (none)                                                  -
-proac                      ProAC, fixed hyperspherical prototypes, t = 0.1         0.1
-pixel_contrast             ContrastiveSeg pixel-pixel contrast in the batch        0.1
-pixel_contrast_memory      the same against a pixel + segment memory bank,         0.1
-                           streamed in blocks (``memory_impl="streaming"``)
-protoseg                   PPC (x ppc_weight 0.01) and PPD (x ppd_weight 0.001)    1
-=========================  ======================================================  ======
+Adding a regulariser is its loss (``contraseg/losses/<name>.py``, ``loss(embeddings,
+labels) -> scalar`` with an ``ignore_index`` argument) and one :func:`register_regulariser`
+call: without ``build``, the table builds ``loss(**options, ignore_index=...)`` and wraps it
+in :class:`~contraseg.engine.regulariser_terms.LossRegulariser`; a term that needs more
+than the embedding and labels brings its own class (:mod:`contraseg.engine.regulariser_terms`).
+See docs/architecture.md for a worked example.
 """
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
 
-from .config import RegulariserConfig
+from ..losses.pixel_contrast import PixelContrastLoss
+from ..losses.proac import ProACLoss
+from ..losses.protoseg import PPCLoss
+from ..prototypes.hypersphere import hyperspherical_prototypes
+from ..sampling.memory_bank import PixelMemoryBank
+from .config_schema import config_field, default_of
+from .regulariser_terms import (LossRegulariser, MemoryPixelContrastRegulariser, PixelContrastRegulariser,
+                                ProACRegulariser, ProtoSegRegulariser, Regulariser, RegulariserContext)
 
-DEFAULT_WEIGHTS = {"none": 0.0, "proac": 0.1, "pixel_contrast": 0.1, "pixel_contrast_memory": 0.1, "protoseg": 1.0}
+__all__ = ["REGULARISERS", "RegulariserConfig", "RegulariserOption", "RegulariserSpec", "Regulariser",
+           "build_regulariser", "register_regulariser", "unregister_regulariser"]
+
+Builder = Callable[[Any, RegulariserContext, float], Regulariser]
 
 
-def _unwrap(model: nn.Module | None) -> nn.Module | None:
-    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
-    return getattr(model, "module", model)
+@dataclass(frozen=True)
+class RegulariserOption:
+    """A key under ``regulariser:``: its type, default and lower bound (``minimum``,
+    excluded with ``exclusive``). ``argument``: the keyword argument of the row's loss it
+    sets when the table builds the loss itself (null: the row's builder reads it)."""
+
+    key: str
+    type: Any
+    default: Any
+    minimum: float | None = None
+    exclusive: bool = False
+    argument: str | None = None
 
 
-class Regulariser(nn.Module):
-    """Base class: weight with linear warm-up; subclasses implement :meth:`terms`.
+@dataclass(frozen=True)
+class RegulariserSpec:
+    """One row of the regulariser table.
 
-    Args:
-        weight: the weight after warm-up.
-        warmup_iters: iterations of the linear ramp from 0 (0 = no ramp).
+    Attributes:
+        name: the value of ``regulariser.name``.
+        loss: the loss the regulariser computes (a ``contraseg.losses`` class).
+        weight: the default weight (``regulariser.weight: null``).
+        options: the keys under ``regulariser:`` it reads.
+        build: ``build(cfg, context, weight) -> Regulariser``; null: ``LossRegulariser(name,
+            loss(**options, ignore_index=...), weight, warmup_iters)``.
+        classifier: the ``model.classifier`` it needs (null: any).
     """
 
-    name = "none"
-    uses_embedding = False
+    name: str
+    loss: Callable[..., Any] | None
+    weight: float
+    options: tuple[RegulariserOption, ...] = ()
+    build: Builder | None = None
+    classifier: str | None = None
 
-    def __init__(self, weight: float = 0.0, warmup_iters: int = 0) -> None:
-        super().__init__()
-        if weight < 0 or warmup_iters < 0:
-            raise ValueError(f"weight and warmup_iters must be >= 0, got {weight} and {warmup_iters}")
-        self.weight = float(weight)
-        self.warmup_iters = int(warmup_iters)
-
-    def weight_at(self, iteration: int) -> float:
-        """``weight * min(1, iteration / warmup_iters)`` (just ``weight`` without warm-up)."""
-        if self.warmup_iters <= 0:
-            return self.weight
-        return self.weight * min(1.0, max(0, iteration) / self.warmup_iters)
-
-    def terms(self, outputs: dict[str, Tensor], labels: Tensor, model: nn.Module | None) -> dict[str, Tensor]:
-        """Unweighted (but relatively scaled) loss terms; none for the base class."""
-        return {}
-
-    def forward(self, outputs: dict[str, Tensor], labels: Tensor, iteration: int,
-                model: nn.Module | None = None) -> dict[str, Tensor]:
-        """The named terms multiplied by :meth:`weight_at` ``(iteration)``."""
-        scale = self.weight_at(iteration)
-        return {name: scale * value for name, value in self.terms(outputs, labels, _unwrap(model)).items()}
-
-    def after_step(self, outputs: dict[str, Tensor], labels: Tensor) -> None:
-        """Hook run after the optimiser step (memory enqueue); nothing by default."""
-
-    def extra_repr(self) -> str:
-        return f"weight={self.weight}, warmup_iters={self.warmup_iters}"
+    def option(self, key: str) -> RegulariserOption:
+        """The option named ``key`` (KeyError if the row has none)."""
+        for option in self.options:
+            if option.key == key:
+                return option
+        raise KeyError(f"regulariser {self.name} has no option {key!r}")
 
 
-class ProACRegulariser(Regulariser):
-    """ProAC: prototype-anchor contrast against K fixed hyperspherical prototypes (K x D)."""
+# --------------------------------------------------------------------------- the section
 
-    name = "proac"
-    uses_embedding = True
+class RegulariserConfig:
+    """The ``regulariser:`` section, a dataclass whose fields the table makes
+    (:func:`register_regulariser`): the keys of every regulariser (:data:`_COMMON`), then
+    one field per option of every row, so a config may set keys a method ignores.
 
-    def __init__(self, prototypes: Tensor, temperature: float, ignore_index: int, weight: float,
-                 warmup_iters: int = 0) -> None:
-        super().__init__(weight, warmup_iters)
-        from ..losses import ProACLoss
-
-        self.loss = ProACLoss(prototypes, temperature=temperature, ignore_index=ignore_index)
-
-    def terms(self, outputs: dict[str, Tensor], labels: Tensor, model: nn.Module | None) -> dict[str, Tensor]:
-        """``{"proac": ProACLoss(embed, labels)}``."""
-        return {"proac": self.loss(outputs["embed"].float(), labels)}
+    ``name`` is a row of :data:`REGULARISERS`; ``weight: null`` is that row's default
+    weight (0.1 for ProAC and pixel contrast, 1 for ProtoSeg, whose terms are further
+    scaled by ``ppc_weight`` and ``ppd_weight``); the weight ramps linearly from 0 over
+    ``warmup_iters``."""
 
 
-class PixelContrastRegulariser(Regulariser):
-    """ContrastiveSeg pixel-to-pixel contrast; with ``memory`` the contrast set is a
-    pixel/segment memory bank, filled after each step with the batch of every rank.
+# The keys of every regulariser: type, default, bounds (name's type becomes the table's names).
+_COMMON = {"name": (str, "none", {}), "weight": (float | None, None, {"minimum": 0.0}),
+           "warmup_iters": (int, 0, {"minimum": 0})}
 
-    The memory path uses the streaming loss (``PixelContrastLoss``'s default
-    ``memory_impl="streaming"``): the bank is read in place, block by block, and is
-    enqueued in :meth:`after_step`, after backward, so no copy of it is kept."""
-
-    name = "pixel_contrast"
-    uses_embedding = True
-
-    def __init__(self, cfg: RegulariserConfig, num_classes: int, embed_dim: int, ignore_index: int,
-                 weight: float, memory: bool = False) -> None:
-        super().__init__(weight, cfg.warmup_iters)
-        from ..losses import PixelContrastLoss
-
-        bank = None
-        if memory:
-            from ..sampling import PixelMemoryBank
-
-            bank = PixelMemoryBank(num_classes, embed_dim, pixel_size=cfg.memory_pixel_size,
-                                   segment_size=cfg.memory_segment_size, ignore_index=ignore_index)
-            self.name = "pixel_contrast_memory"
-        self.loss = PixelContrastLoss(temperature=cfg.temperature, base_temperature=cfg.base_temperature,
-                                      max_samples=cfg.max_samples, max_views=cfg.max_views, memory=bank,
-                                      ignore_index=ignore_index, memory_impl="streaming")
-
-    def terms(self, outputs: dict[str, Tensor], labels: Tensor, model: nn.Module | None) -> dict[str, Tensor]:
-        """``{"contrast": PixelContrastLoss(embed, labels, argmax of the logits)}``."""
-        predictions = outputs["logits"].detach().argmax(1)
-        return {"contrast": self.loss(outputs["embed"].float(), labels, predictions)}
-
-    def after_step(self, outputs: dict[str, Tensor], labels: Tensor) -> None:
-        """Enqueue the batch's pixels and segments into the memory bank (if any)."""
-        memory = getattr(self.loss, "memory", None)
-        if memory is None:
-            return
-        memory.enqueue(outputs["embed"].detach().float(), labels)  # gathers from all ranks itself
+REGULARISERS: dict[str, RegulariserSpec] = {}
 
 
-class ProtoSegRegulariser(Regulariser):
-    """ProtoSeg: Sinkhorn assignment of pixels to their class's prototypes (momentum
-    update of the bank inside ``model.prototype_head.assign``), then PPC and PPD."""
+def _declare_fields() -> None:
+    """(Re-)make :class:`RegulariserConfig` a dataclass in place from the table: the
+    common keys, ``name`` taking the table's names, then each option as a field (in table
+    order). The class object stays the same, so every module that imported it sees the
+    new keys; the dataclass methods are generated afresh each time."""
+    cls = RegulariserConfig
+    options = {o.key: o for spec in REGULARISERS.values() for o in spec.options}
+    for stale in set(cls.__dict__.get("__dataclass_fields__", {})) - set(_COMMON) - set(options):
+        if stale in cls.__dict__:
+            delattr(cls, stale)
+    annotations: dict[str, Any] = {}
+    for key, (tp, default, bounds) in _COMMON.items():
+        annotations[key] = tp
+        setattr(cls, key, config_field(default, **bounds))
+    annotations["name"] = Literal[tuple(REGULARISERS)] if REGULARISERS else str
+    for option in options.values():
+        annotations[option.key] = option.type
+        setattr(cls, option.key, config_field(option.default, minimum=option.minimum, exclusive=option.exclusive))
+    cls.__annotations__ = annotations
+    for generated in ("__init__", "__repr__", "__eq__", "__hash__", "__match_args__", "__replace__"):
+        if generated in cls.__dict__:
+            delattr(cls, generated)
+    dataclasses.dataclass(cls)
 
-    name = "protoseg"
-    uses_embedding = True
 
-    def __init__(self, cfg: RegulariserConfig, ignore_index: int, weight: float) -> None:
-        super().__init__(weight, cfg.warmup_iters)
-        from ..losses import PPCLoss, PPDLoss
+def register_regulariser(spec: RegulariserSpec) -> RegulariserSpec:
+    """Add a row to the table (and its options to :class:`RegulariserConfig`).
 
-        self.ppc = PPCLoss(ignore_index=ignore_index)
-        self.ppd = PPDLoss(ignore_index=ignore_index)
-        self.ppc_weight = cfg.ppc_weight
-        self.ppd_weight = cfg.ppd_weight
-        self.ignore_index = ignore_index
+    Raises:
+        ValueError: the name is taken, or an option clashes with a common key or with
+            another row's option of the same key (type, default or bounds differ).
+    """
+    if spec.name in REGULARISERS:
+        raise ValueError(f"regulariser {spec.name!r} is already registered")
+    for option in spec.options:
+        if option.key in _COMMON:
+            raise ValueError(f"regulariser {spec.name}: option {option.key!r} is a key of every regulariser")
+        for other in REGULARISERS.values():
+            theirs = next((o for o in other.options if o.key == option.key), None)
+            if theirs is not None and (theirs.type, theirs.default, theirs.minimum, theirs.exclusive) != (
+                    option.type, option.default, option.minimum, option.exclusive):
+                raise ValueError(f"regulariser {spec.name}: option {option.key!r} differs from regulariser "
+                                 f"{other.name}'s ({option} vs {theirs})")
+    REGULARISERS[spec.name] = spec
+    _declare_fields()
+    return spec
 
-    def terms(self, outputs: dict[str, Tensor], labels: Tensor, model: nn.Module | None) -> dict[str, Tensor]:
-        """``{"ppc": ppc_weight * PPC, "ppd": ppd_weight * PPD}`` against the Sinkhorn targets."""
-        head = getattr(model, "prototype_head", None)
-        if head is None or "prototype_logits" not in outputs:
-            raise ValueError("regulariser protoseg needs a segmentor built with classifier='prototype'")
-        plogits = outputs["prototype_logits"]  # B x (K*M) x h x w, used as is (no flattening copy)
-        targets = head.assign(outputs["embed"], labels, outputs["logits"], update=self.training,
-                              prototype_logits=plogits)
-        return {"ppc": self.ppc_weight * self.ppc(plogits, targets),
-                "ppd": self.ppd_weight * self.ppd(plogits, targets)}
 
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, ppc_weight={self.ppc_weight}, ppd_weight={self.ppd_weight}"
+def unregister_regulariser(name: str) -> None:
+    """Remove a row (and the options only it declared) from the table."""
+    del REGULARISERS[name]
+    _declare_fields()
 
 
 def build_regulariser(cfg: RegulariserConfig, num_classes: int, embed_dim: int,
                       ignore_index: int = 255) -> Regulariser:
-    """The regulariser named by ``cfg.name`` for K classes and D-dimensional embeddings.
+    """The regulariser named by ``cfg.name`` for K classes and D-dimensional embeddings,
+    with ``cfg.weight`` (or the row's default weight)."""
+    spec = REGULARISERS.get(cfg.name)
+    if spec is None:
+        raise ValueError(f"regulariser.name: unknown {cfg.name!r}; allowed: {', '.join(REGULARISERS)}")
+    weight = spec.weight if cfg.weight is None else cfg.weight
+    context = RegulariserContext(num_classes, embed_dim, ignore_index)
+    if spec.build is not None:
+        return spec.build(cfg, context, weight)
+    arguments = {o.argument: getattr(cfg, o.key) for o in spec.options if o.argument is not None}
+    return LossRegulariser(spec.name, spec.loss(**arguments, ignore_index=ignore_index), weight, cfg.warmup_iters)
 
-    ProAC's prototypes are ``hyperspherical_prototypes(K, D, seed=cfg.prototype_seed)``
-    or read from ``cfg.prototypes_file`` (which must then be K x D).
-    """
-    weight = DEFAULT_WEIGHTS[cfg.name] if cfg.weight is None else cfg.weight
-    if cfg.name == "none":
-        return Regulariser(0.0, 0)
-    if cfg.name == "proac":
-        from ..prototypes import hyperspherical_prototypes, load_prototypes
 
-        if cfg.prototypes_file:
-            protos = load_prototypes(cfg.prototypes_file)
-            if tuple(protos.shape) != (num_classes, embed_dim):
-                raise ValueError(
-                    f"regulariser.prototypes_file {cfg.prototypes_file}: prototypes are {tuple(protos.shape)}, "
-                    f"the model needs {num_classes} x {embed_dim}"
-                )
-        else:
-            protos = hyperspherical_prototypes(num_classes, embed_dim, seed=cfg.prototype_seed)
-        return ProACRegulariser(protos, cfg.temperature, ignore_index, weight, cfg.warmup_iters)
-    if cfg.name in ("pixel_contrast", "pixel_contrast_memory"):
-        return PixelContrastRegulariser(cfg, num_classes, embed_dim, ignore_index, weight,
-                                        memory=cfg.name == "pixel_contrast_memory")
-    if cfg.name == "protoseg":
-        return ProtoSegRegulariser(cfg, ignore_index, weight)
-    raise ValueError(f"regulariser.name: unknown {cfg.name!r}; allowed: {', '.join(DEFAULT_WEIGHTS)}")
+# --------------------------------------------------------------------------- the built-in rows
+
+def _no_regulariser(cfg: Any, context: RegulariserContext, weight: float) -> Regulariser:
+    return Regulariser(0.0, 0)
+
+
+_TEMPERATURE = RegulariserOption("temperature", float, default_of(ProACLoss, "temperature"), 0.0, True)
+_PIXEL_CONTRAST = (
+    RegulariserOption("temperature", float, default_of(PixelContrastLoss, "temperature"), 0.0, True),
+    RegulariserOption("base_temperature", float, default_of(PixelContrastLoss, "base_temperature"), 0.0, True),
+    RegulariserOption("max_samples", int, default_of(PixelContrastLoss, "max_samples"), 1),
+    RegulariserOption("max_views", int, default_of(PixelContrastLoss, "max_views"), 1),
+)
+_MEMORY = (
+    RegulariserOption("memory_pixel_size", int, default_of(PixelMemoryBank, "pixel_size"), 1),
+    RegulariserOption("memory_segment_size", int, default_of(PixelMemoryBank, "segment_size"), 1),
+)
+# ProtoSeg's loss weights as released: tfzhou/ProtoSeg@1c4a778, configs/cityscapes/H_48_D_4_proto.json
+# lines 138-139 ("loss_ppc_weight": 0.01, "loss_ppd_weight": 0.001), read by lib/loss/loss_proto.py:62-63.
+_PROTOSEG = (RegulariserOption("ppc_weight", float, 0.01, 0.0), RegulariserOption("ppd_weight", float, 0.001, 0.0))
+
+register_regulariser(RegulariserSpec("none", None, 0.0, build=_no_regulariser))
+register_regulariser(RegulariserSpec("proac", ProACLoss, 0.1, (
+    _TEMPERATURE, RegulariserOption("prototypes_file", str | None, None),
+    RegulariserOption("prototype_seed", int, default_of(hyperspherical_prototypes, "seed"))), ProACRegulariser))
+# ContrastiveSeg's loss weight as released: tfzhou/ContrastiveSeg@287e5d3, configs/cityscapes/H_48_D_4.json
+# line 144 ("loss_weight": 0.1), read by lib/loss/loss_contrast.py:161.
+register_regulariser(RegulariserSpec("pixel_contrast", PixelContrastLoss, 0.1, _PIXEL_CONTRAST,
+                                     PixelContrastRegulariser))
+register_regulariser(RegulariserSpec("pixel_contrast_memory", PixelContrastLoss, 0.1, _PIXEL_CONTRAST + _MEMORY,
+                                     MemoryPixelContrastRegulariser))
+register_regulariser(RegulariserSpec("protoseg", PPCLoss, 1.0, _PROTOSEG, ProtoSegRegulariser,  # and PPDLoss
+                                     classifier="prototype"))

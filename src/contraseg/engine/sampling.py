@@ -9,14 +9,17 @@ see disjoint samples and together the same stream as one process.
 
 Because the order and the augmentation depend only on (seed, g), resuming at
 ``start = iteration * batch_size * world_size`` reproduces the uninterrupted run.
+:func:`stream_loader` is that stream as a DataLoader (the trainers' source and target
+streams).
 """
 
 from __future__ import annotations
 
+import signal
 from typing import Any, Iterator
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .rng import seeded_rng
 
@@ -90,6 +93,26 @@ class SeededDataset(Dataset):
         index, seed = key
         with seeded_rng(seed):
             return self.dataset[index]
+
+
+def ignore_sigint(worker_id: int) -> None:
+    """DataLoader worker init: workers leave Ctrl-C to the main process, which finishes its step."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def stream_loader(dataset: Any, batch_size: int, seed: int, rank: int, world_size: int, start: int,
+                  num_workers: int, pin_memory: bool) -> DataLoader:
+    """Rank ``rank``'s endless batches of ``batch_size`` from the stream of ``dataset``
+    (:class:`InfiniteShardedSampler` from global position ``start``, each sample augmented
+    under its sample seed). Incomplete batches are dropped; workers persist and ignore
+    SIGINT; the loader's own generator is seeded with ``seed``, so the global RNG stays
+    untouched."""
+    sampler = InfiniteShardedSampler(len(dataset), seed, rank, world_size, start=start)
+    return DataLoader(
+        SeededDataset(dataset), batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=True,
+        pin_memory=pin_memory, persistent_workers=num_workers > 0,
+        worker_init_fn=ignore_sigint if num_workers > 0 else None, generator=torch.Generator().manual_seed(seed),
+    )
 
 
 def shard_indices(size: int, rank: int, world_size: int) -> list[int]:

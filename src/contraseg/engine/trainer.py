@@ -17,13 +17,16 @@ evaluation of that iteration. Both are complete training states (see
 model, optimiser, GradScaler, regulariser buffers, the RNG states of every rank and
 the position in the sample stream (a function of the iteration) are restored.
 
-Resuming compares the checkpoint's config with the requested one: a difference in a
-key that changes training (anything but :data:`NON_TRAINING_KEYS`) is refused with the
-list of keys unless ``resume_changed``; then the new values are used (the optimiser's
+Resuming with a config that changes training is refused unless ``resume_changed``
+(:mod:`contraseg.engine.resume`); then the new values are used (the optimiser's
 hyper-parameters included), ``config.yaml`` holds them and ``log.jsonl`` records the
 change. SIGINT / SIGTERM during :meth:`Trainer.fit` finish the current step, write
-``last.pth`` and raise :class:`TrainingInterrupted`. Temporary files of a killed write
-(``.last.pth.*.tmp``) are removed when a trainer starts in the folder.
+``last.pth`` and raise :class:`~contraseg.engine.interruption.TrainingInterrupted`.
+
+Modules around the loop: :mod:`~contraseg.engine.build` (datasets, model),
+:mod:`~contraseg.engine.sampling` (the sample stream), :mod:`~contraseg.engine.step` (one
+step), :mod:`~contraseg.engine.regularisers` (the contrastive term),
+:mod:`~contraseg.engine.resume` and :mod:`~contraseg.engine.interruption`.
 
 Progress: with a terminal, a tqdm bar; otherwise a plain line (loss terms, lr, it/s,
 ETA) every ``log_interval`` iterations and at least every :data:`PRINT_EVERY`.
@@ -39,170 +42,35 @@ from __future__ import annotations
 
 import json
 import math
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-import yaml
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from .build import build_eval_dataset, build_model, build_train_dataset, dataset_label, segmentor_kwargs
+from .build import (build_eval_dataset, build_train_dataset, checked_dataset, checked_model, dataset_label,
+                    segmentor_kwargs)
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config
 from .config_io import config_to_yaml
-from .evaluate import InferenceOptions, evaluate_dataset
+from .evaluate import evaluate_dataset, inference_options
+from .interruption import StopRequest, TrainingInterrupted
 from .metrics import format_metrics_table
 from .optim import PolyLR, build_optimizer, split_parameters
 from .precision import resolve_precision
 from .process_group import ProcessContext, barrier, init_process_group_from_env
 from .regularisers import build_regulariser
+from .resume import BEST, LAST, checked_config_changes, remove_stale_temporaries, resolve_resume
 from .rng import capture_rng_state, restore_rng_state, seed_everything
 from .run_log import RunLogger, json_safe, metrics_in_percent
-from .sampling import InfiniteShardedSampler, SeededDataset
+from .sampling import stream_loader
 from .step import StepParts, training_step
 
-LAST = "last.pth"
-BEST = "best.pth"
 PRINT_EVERY = 50  # without a terminal, a progress line at least every this many iterations
-
-# Config keys a resume may change freely: they do not change what is trained.
-NON_TRAINING_KEYS = ("name", "data.val", "data.num_workers", "data.eval_classes", "eval", "train.log_interval",
-                     "train.eval_interval", "train.checkpoint_interval", "train.tensorboard")
-
-
-class TrainingInterrupted(Exception):
-    """SIGINT / SIGTERM stopped :meth:`Trainer.fit` after it saved ``checkpoint``."""
-
-    def __init__(self, signum: int, iteration: int, checkpoint: Path) -> None:
-        name = signal.Signals(signum).name
-        super().__init__(f"interrupted by {name} at iteration {iteration}; saved {checkpoint}")
-        self.signum, self.iteration, self.checkpoint = signum, iteration, checkpoint
-
-
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay whole values)."""
-    if isinstance(value, dict) and value:
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    return {prefix: value}
-
-
-def config_changes(stored: dict[str, Any], requested: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """``{dotted key: (stored value, requested value)}`` for every key that differs and
-    changes training (keys under :data:`NON_TRAINING_KEYS` are left out)."""
-    old, new = _flatten(stored), _flatten(requested)
-    changes = {}
-    for key in sorted(set(old) | set(new)):
-        if any(key == k or key.startswith(k + ".") for k in NON_TRAINING_KEYS):
-            continue
-        if old.get(key) != new.get(key):
-            changes[key] = (old.get(key), new.get(key))
-    return changes
-
-
-def remove_stale_temporaries(run_dir: Path) -> list[Path]:
-    """Delete the temporary files a killed atomic write leaves (``.NAME.*.tmp``,
-    ``log.jsonl.tmp``) in ``run_dir``; returns what was removed."""
-    removed = []
-    if run_dir.is_dir():
-        for path in list(run_dir.glob(".*.tmp")) + list(run_dir.glob("*.jsonl.tmp")):
-            if path.is_file():
-                path.unlink()
-                removed.append(path)
-    return removed
-
-
-class StopRequest:
-    """While active, SIGINT / SIGTERM only set :attr:`signum` (a second SIGINT raises
-    KeyboardInterrupt at once). Handlers are installed only in the main thread."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum == signal.SIGINT and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __enter__(self) -> "StopRequest":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-
-
-def _ignore_sigint(worker_id: int) -> None:
-    """DataLoader workers leave Ctrl-C to the main process, which finishes its step."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
-    """``None`` -> None; ``"auto"`` -> ``run_dir/last.pth`` if it exists else None; a path
-    -> that path (which must exist)."""
-    if resume is None:
-        return None
-    if resume == "auto":
-        last = run_dir / LAST
-        return last if last.is_file() else None
-    path = Path(resume)
-    if not path.is_file():
-        raise FileNotFoundError(f"--resume: checkpoint not found: {path}")
-    return path
-
-
-def _checked_dataset(key: str, ds_cfg: Any, build: Any) -> Any:
-    """``build()``, with a wrong dataset option or a missing root as a one-line ValueError naming ``key``."""
-    try:
-        return build()
-    except TypeError as err:
-        from ..data.check import _constructor_options
-        from ..data.registry import get_dataset_class
-
-        cls = get_dataset_class(ds_cfg.name)
-        allowed = sorted(_constructor_options(cls)) if isinstance(cls, type) else []
-        text = str(err)
-        if "required positional argument" in text and "root" in text:
-            raise ValueError(f"config key {key}.root: dataset {ds_cfg.name} needs a root folder") from None
-        unknown = sorted(set(ds_cfg.options) - set(allowed)) if allowed else []
-        if unknown:
-            raise ValueError(f"config key {key}.options.{unknown[0]}: dataset {ds_cfg.name} has no option "
-                             f"{unknown[0]!r}; options: {', '.join(allowed) or 'none'}") from None
-        raise ValueError(f"config key {key}: dataset {ds_cfg.name}: {text}") from None
-
-
-def _checked_model(kwargs: dict[str, Any]) -> nn.Module:
-    """``build_model(kwargs)``; an unreadable ``model.pretrained`` file is a one-line ValueError."""
-    try:
-        return build_model(kwargs)
-    except (ValueError, OSError):
-        raise
-    except Exception as err:  # noqa: BLE001 - torch.load raises RuntimeError / pickle errors on a bad file
-        if not kwargs.get("pretrained"):
-            raise
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise ValueError(f"config key model.pretrained: {kwargs['pretrained']} is not a readable weights file "
-                         f"({type(err).__name__}: {reason})") from None
-
-
-def inference_options(cfg: Config) -> InferenceOptions:
-    """Evaluation inference settings of a config (slide crop defaults to data.crop_size)."""
-    crop = tuple(cfg.eval.crop_size or cfg.data.crop_size)
-    stride = tuple(cfg.eval.stride) if cfg.eval.stride else tuple(max(1, (2 * c) // 3) for c in crop)
-    return InferenceOptions(cfg.eval.mode, crop, stride, tuple(cfg.eval.scales), cfg.eval.flip)
 
 
 class Trainer:
@@ -236,7 +104,7 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
         seed_everything(cfg.train.seed)
 
-        self.train_set = _checked_dataset("data.train", cfg.data.train, lambda: build_train_dataset(cfg.data))
+        self.train_set = checked_dataset("data.train", cfg.data.train, lambda: build_train_dataset(cfg.data))
         listing = getattr(self.train_set, "listing", None)
         if listing is not None and listing.labels is None and not cfg.data.train.options.get("pseudo_label_dir"):
             raise ValueError(f"data.train: dataset {dataset_label(cfg.data.train)} under {self.train_set.root} has no "
@@ -244,8 +112,8 @@ class Trainer:
         self.info = self.train_set.info
         self.num_classes = len(self.info.classes)
         self.ignore_index = int(self.info.ignore_index)
-        self.val_sets = [(dataset_label(v), _checked_dataset(f"data.val[{i}]", v,
-                                                             lambda v=v: build_eval_dataset(v, cfg.eval.resize)))
+        self.val_sets = [(dataset_label(v), checked_dataset(f"data.val[{i}]", v,
+                                                            lambda v=v: build_eval_dataset(v, cfg.eval.resize)))
                          for i, v in enumerate(cfg.data.val)]
         for label, dataset in self.val_sets:
             if len(dataset.info.classes) != self.num_classes:
@@ -254,7 +122,7 @@ class Trainer:
                 )
 
         self.model_config = segmentor_kwargs(cfg.model, self.num_classes)
-        model = _checked_model(self.model_config).to(self.device)
+        model = checked_model(self.model_config).to(self.device)
         if self.ctx.distributed and cfg.model.sync_bn:
             if self.device.type == "cpu":  # torch's SyncBatchNorm runs on accelerators only
                 if self.ctx.is_main:
@@ -337,25 +205,9 @@ class Trainer:
 
     def _compare_configs(self, path: Path, stored_yaml: str) -> None:
         """Refuse a resume whose config changes training, unless ``resume_changed``."""
-        from .config import ConfigError
-        from .config_io import config_from_yaml
-
-        try:  # through the config class, so a key added since the checkpoint compares as its default
-            stored = yaml.safe_load(config_to_yaml(config_from_yaml(stored_yaml)))
-        except (ConfigError, yaml.YAMLError, TypeError):
-            stored = yaml.safe_load(stored_yaml) if isinstance(stored_yaml, str) else None
-        if not isinstance(stored, dict):
-            return
-        requested = yaml.safe_load(config_to_yaml(self.cfg))
-        changes = config_changes(stored, requested)
-        if changes and not self.resume_changed:
-            shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changes.items())[:6])
-            more = f" (and {len(changes) - 6} more)" if len(changes) > 6 else ""
-            raise ValueError(f"--resume {path}: the config changes training keys ({shown}{more}); "
-                             "pass --resume-changed to continue with the new values, or start a new run")
-        self.config_changes = changes
-        if changes and self.ctx.is_main:
-            print(f"resuming with changed config keys: {', '.join(changes)}", flush=True)
+        self.config_changes = checked_config_changes(path, stored_yaml, self.cfg, self.resume_changed)
+        if self.config_changes and self.ctx.is_main:
+            print(f"resuming with changed config keys: {', '.join(self.config_changes)}", flush=True)
 
     def _gather_rng_states(self) -> list[dict[str, Any]]:
         """Every rank's RNG state, in rank order (collective under DDP)."""
@@ -399,15 +251,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ data
     def _loader(self) -> DataLoader:
-        sampler = InfiniteShardedSampler(len(self.train_set), self.cfg.train.seed, self.ctx.rank,
-                                         self.ctx.world_size, start=self._position())
-        workers = self.cfg.data.num_workers
-        return DataLoader(
-            SeededDataset(self.train_set), batch_size=self.cfg.data.batch_size, sampler=sampler,
-            num_workers=workers, drop_last=True, pin_memory=self.device.type == "cuda",
-            persistent_workers=workers > 0, worker_init_fn=_ignore_sigint if workers > 0 else None,
-            generator=torch.Generator().manual_seed(self.cfg.train.seed),  # keeps the global RNG untouched
-        )
+        return stream_loader(self.train_set, self.cfg.data.batch_size, self.cfg.train.seed, self.ctx.rank,
+                             self.ctx.world_size, self._position(), self.cfg.data.num_workers,
+                             pin_memory=self.device.type == "cuda")
 
     # ------------------------------------------------------------------ loop
     def train_step(self, batch: dict[str, Any]) -> dict[str, Tensor]:

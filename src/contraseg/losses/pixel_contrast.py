@@ -97,11 +97,19 @@ def supervised_contrast(
 class PixelContrastLoss(nn.Module):
     """Cross-image pixel-to-pixel contrastive loss (ContrastiveSeg).
 
+    Defaults are the released ones: tfzhou/ContrastiveSeg@287e5d3,
+    ``configs/cityscapes/H_48_D_4.json`` lines 138-141 (``"contrast": {"temperature": 0.1,
+    "base_temperature": 0.07, "max_samples": 1024, "max_views": 100}``), read by
+    ``lib/loss/loss_contrast.py`` lines 20-28. (The memory config ``H_48_D_4_MEM.json``
+    sets temperature 0.07 and max_views 1.)
+
     Args:
-        temperature: t in ``s = f . f' / t`` (the original configs use 0.1, default 0.07).
-        base_temperature: t_base; the loss is scaled by ``t / t_base``.
-        max_samples: anchors per process at most (per rank under DDP), for the default sampler.
-        max_views: views per (image, class) pair at most (per process), for the default sampler.
+        temperature: t in ``s = f . f' / t`` (released: 0.1).
+        base_temperature: t_base; the loss is scaled by ``t / t_base`` (released: 0.07).
+        max_samples: anchors per process at most (per rank under DDP), for the default sampler
+            (released: 1024).
+        max_views: views per (image, class) pair at most (per process), for the default sampler
+            (released: 100).
         ignore_index: label of pixels that are never anchors.
         memory: optional :class:`PixelMemoryBank`; when given, anchors are contrasted with
             its entries instead of with each other. The caller enqueues the batch after
@@ -125,14 +133,14 @@ class PixelContrastLoss(nn.Module):
           is contrasted (no candidate pair, no positive, empty memory)
 
     Example:
-        >>> loss_fn = PixelContrastLoss(temperature=0.1, max_samples=1024, max_views=100)
+        >>> loss_fn = PixelContrastLoss()  # the released t = 0.1, t_base = 0.07, 1024 anchors, 100 views
         >>> out = model(images)
         >>> loss = ce + 0.1 * loss_fn(out["embed"], labels, out["logits"].argmax(1))
     """
 
     def __init__(
         self,
-        temperature: float = 0.07,
+        temperature: float = 0.1,
         base_temperature: float = 0.07,
         max_samples: int = 1024,
         max_views: int = 100,

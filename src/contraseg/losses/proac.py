@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from .._validation import check_dim, check_embeddings, check_label_range, check_labels
 from .._labels import resize_labels
 from ._pixels import zero_loss
-from ._similarity import normalised_similarity
+from .similarity import normalised_similarity
 
 # Similarities of positives are replaced by (-1/t - _GAP) when the negatives' log-sum-exp
 # is taken: since |s| <= 1/t, their exp is exactly 0 in float32, and unlike -inf they

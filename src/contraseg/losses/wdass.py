@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from .._validation import check_embeddings, check_label_range, check_labels
 from .._labels import resize_labels
 from ._pixels import zero_loss
-from ._similarity import normalised_similarity
+from .similarity import normalised_similarity
 
 _REDUCTIONS = ("mean", "sum", "none")
 

@@ -1,7 +1,8 @@
 """Segmentation models: backbones (torchvision / timm / any ``timm:NAME`` / SegFormer MiT in
 :mod:`.mit`), decode heads (DeepLab, FCN, MLP, OCR in :mod:`.ocr`, FPN and SegFormer's
 all-MLP head for feature pyramids), projection and ``build_segmentor``. Every model takes
-any input size (see :mod:`.backbones`).
+any input size (see :mod:`.backbone_base`). Backbones and heads are registered by name in
+:mod:`.registry`; each plug-in file registers itself with a decorator.
 
 ========================  ===========================================================
 ``build_segmentor``       backbone + head + projection (+ prototype classifier) factory
@@ -11,6 +12,10 @@ any input size (see :mod:`.backbones`).
 ``build_head``            one decode head by name
 ``available_backbones``   names of the backbones
 ``available_heads``       names of the heads
+``register_backbone``     decorator: a builder ``(output_stride) -> Backbone`` under a new name
+``register_head``         class decorator: a ``SegHead`` subclass under a new name
+``Backbone``              base class of backbones (:mod:`.backbone_base`)
+``SegHead``               base class of heads; ``LinearClassifierHead``, ``HeadOptions`` (:mod:`.head_base`)
 ``load_pretrained``       load ``None`` / a local file / ``"hub"`` into a module
 ========================  ===========================================================
 
@@ -26,12 +31,16 @@ _EXPORTS = {
     "build_segmentor": "segmentor",
     "Segmentor": "segmentor",
     "ProjectionHead": "projection",
-    "Backbone": "backbones",
+    "Backbone": "backbone_base",
     "build_backbone": "backbones",
     "available_backbones": "backbones",
-    "SegHead": "heads",
+    "SegHead": "head_base",
+    "LinearClassifierHead": "head_base",
+    "HeadOptions": "head_base",
     "build_head": "heads",
     "available_heads": "heads",
+    "register_backbone": "backbones",
+    "register_head": "heads",
     "load_pretrained": "weights",
 }
 __all__ = sorted(_EXPORTS)

@@ -52,14 +52,15 @@ returns inside its loop and so sums only its first two ASPP branches
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from .convert_formats import plan_deeplabv2, plan_openseg_hrnet, plan_protoseg_hrnet
+from .convert_plan import Conversion, ConversionError, Op, Plan, strip_prefix
 
 __all__ = [
     "FORMATS",
@@ -70,69 +71,6 @@ __all__ = [
     "load_released_state_dict",
     "plan_conversion",
 ]
-
-BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
-
-
-class ConversionError(ValueError):
-    """A released checkpoint does not have the layout of the format it was given as."""
-
-
-@dataclass(frozen=True)
-class Op:
-    """How one contraseg tensor is made.
-
-    Attributes:
-        target: the contraseg state-dict key.
-        kind: ``"copy"`` (``sources[0]``), ``"fold"`` (``sources[0] - sources[1]``: a BN
-            running mean minus the preceding conv's bias), ``"fill"`` (zeros: nothing in the
-            release) or ``"zero"`` (a released tensor deliberately zeroed, ``sources[0]``).
-        sources: released keys read.
-    """
-
-    target: str
-    kind: str
-    sources: tuple[str, ...] = ()
-
-
-@dataclass
-class Plan:
-    """What a format makes of one released state dict (before any tensor is touched)."""
-
-    model_config: dict[str, Any]
-    ops: list[Op]
-    dropped: dict[str, str] = field(default_factory=dict)  # released key -> why it is not used
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Conversion:
-    """A converted state dict with its provenance.
-
-    Attributes:
-        state_dict: contraseg keys -> tensors; loads with ``strict=True`` into
-            ``build_segmentor(**model_config)``.
-        model_config: the ``build_segmentor`` keyword arguments.
-        ops: one :class:`Op` per contraseg tensor.
-        dropped: released key -> reason, for every released tensor no op reads.
-        notes: what the converted model does differently from the released one.
-    """
-
-    state_dict: dict[str, Tensor]
-    model_config: dict[str, Any]
-    ops: list[Op]
-    dropped: dict[str, str]
-    notes: list[str]
-
-    def summary(self) -> str:
-        """One line: counts of copied / folded / filled / zeroed / dropped tensors."""
-        counts = {kind: sum(op.kind == kind for op in self.ops) for kind in ("copy", "fold", "fill", "zero")}
-        return (f"{counts['copy']} tensors copied, {counts['fold']} conv biases folded into BN, "
-                f"{counts['fill']} filled with zeros, {counts['zero']} zeroed, "
-                f"{len(self.dropped)} released tensors dropped")
-
-
-# -- reading ------------------------------------------------------------------------------------
 
 
 def load_released_state_dict(path: str | Path, allow_pickle: bool = False) -> dict[str, Tensor]:
@@ -162,162 +100,6 @@ def load_released_state_dict(path: str | Path, allow_pickle: bool = False) -> di
     if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
         raise ConversionError(f"{path}: holds no state dict (a mapping of names to tensors)")
     return strip_prefix(dict(obj), "module.")
-
-
-def strip_prefix(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    """``state`` with ``prefix`` removed from its keys when every key has it."""
-    if state and all(k.startswith(prefix) for k in state):
-        return {k[len(prefix):]: v for k, v in state.items()}
-    return state
-
-
-def _require(source: Mapping[str, Tensor], key: str, fmt: str) -> Tensor:
-    if key not in source:
-        raise ConversionError(f"{fmt}: the checkpoint has no {key!r}; is it a {fmt} checkpoint?")
-    return source[key]
-
-
-def _bn(ops: list[Op], source_prefix: str, target_prefix: str) -> None:
-    ops.extend(Op(f"{target_prefix}{k}", "copy", (f"{source_prefix}{k}",)) for k in BN_KEYS)
-
-
-# -- formats ------------------------------------------------------------------------------------------
-
-
-def _copy_with_bn_counters(keys: list[str], rename: Callable[[str], str]) -> list[Op]:
-    """Copy ops for ``keys``, plus one for each BatchNorm's ``num_batches_tracked`` that an
-    old checkpoint lacks (``convert_state_dict`` fills those with 0)."""
-    ops = [Op(rename(k), "copy", (k,)) for k in keys]
-    present = set(keys)
-    for k in keys:
-        if k.endswith(".running_mean"):
-            counter = k[: -len("running_mean")] + "num_batches_tracked"
-            if counter not in present:
-                ops.append(Op(rename(counter), "copy", (counter,)))
-    return ops
-
-
-def _hrnet_backbone(source: Mapping[str, Tensor], fmt: str) -> list[Op]:
-    keys = [k for k in source if k.startswith("backbone.")]
-    if not keys:
-        raise ConversionError(f"{fmt}: the checkpoint has no 'backbone.*' tensors; is it a {fmt} checkpoint?")
-    return _copy_with_bn_counters(keys, lambda k: f"backbone.body.{k[len('backbone.'):]}")
-
-
-def _hrnet_head(ops: list[Op], source: Mapping[str, Tensor], fmt: str) -> None:
-    _require(source, "cls_head.0.weight", fmt)
-    ops += [Op(f"head.conv.0.{k}", "copy", (f"cls_head.0.{k}",)) for k in ("weight", "bias")]
-    _bn(ops, "cls_head.1.0.", "head.conv.1.")
-
-
-def plan_openseg_hrnet(source: Mapping[str, Tensor]) -> Plan:
-    fmt = "openseg-hrnet-w48"
-    dropped = {}
-    classifier = _require(source, "cls_head.3.weight", fmt)
-    ops = _hrnet_backbone(source, fmt)
-    _hrnet_head(ops, source, fmt)
-    ops += [Op("head.classifier.1.weight", "copy", ("cls_head.3.weight",)), Op("head.classifier.1.bias", "fill")]
-    num_classes = int(classifier.shape[0])
-    projection, embed_dim = None, 256
-    if "proj_head.proj.0.weight" in source:
-        if "proj_head.proj.1.0.weight" not in source:
-            raise ConversionError(f"{fmt}: proj_head has no BatchNorm ('proj_head.proj.1.0.*'): only ContrastiveSeg's "
-                                  f"'convmlp' projection is supported")
-        projection, embed_dim = "convmlp", int(_require(source, "proj_head.proj.2.weight", fmt).shape[0])
-        ops.append(Op("projection.proj.0.weight", "copy", ("proj_head.proj.0.weight",)))
-        for k in BN_KEYS:
-            if k == "running_mean":
-                ops.append(Op("projection.proj.1.running_mean", "fold",
-                              ("proj_head.proj.1.0.running_mean", "proj_head.proj.0.bias")))
-            else:
-                ops.append(Op(f"projection.proj.1.{k}", "copy", (f"proj_head.proj.1.0.{k}",)))
-        ops += [Op("projection.proj.3.weight", "copy", ("proj_head.proj.2.weight",)),
-                Op("projection.proj.3.bias", "copy", ("proj_head.proj.2.bias",))]
-    for key in source:
-        if key.endswith("_queue") or key.endswith("_queue_ptr"):
-            dropped[key] = "ContrastiveSeg memory bank (training state, not needed to predict)"
-    config = dict(backbone="hrnet_w48_openseg", head="hrnet", num_classes=num_classes, embed_dim=embed_dim,
-                  projection=projection, classifier="linear", num_prototypes=10, output_stride=8, pretrained=None)
-    return Plan(config, ops, dropped, _HRNET_NOTES[:])
-
-
-def plan_protoseg_hrnet(source: Mapping[str, Tensor]) -> Plan:
-    fmt = "protoseg-hrnet-w48"
-    prototypes = _require(source, "prototypes", fmt)
-    if prototypes.dim() != 3:
-        raise ConversionError(f"{fmt}: 'prototypes' must be K x M x D, got shape {tuple(prototypes.shape)}")
-    num_classes, num_prototypes, dim = (int(s) for s in prototypes.shape)
-    ops = _hrnet_backbone(source, fmt)
-    _hrnet_head(ops, source, fmt)
-    ops.append(Op("prototype_head.bank.prototypes", "copy", ("prototypes",)))
-    for i in (0, 2):
-        for k in ("weight", "bias"):
-            ops.append(Op(f"projection.proj.{i}.{k}", "copy", (f"proj_head.proj.{i}.{k}",)))
-    for norm in ("feat_norm", "mask_norm"):
-        ops += [Op(f"prototype_head.{norm}.{k}", "copy", (f"{norm}.{k}",)) for k in ("weight", "bias")]
-    dropped = {}
-    for key in source:
-        if key.startswith("proj_head.mlp2."):
-            twin = "proj_head.proj." + key[len("proj_head.mlp2."):]
-            if twin not in source or not torch.equal(source[twin], source[key]):
-                raise ConversionError(f"{fmt}: {key!r} differs from {twin!r} (they are one module in ProtoSeg)")
-            dropped[key] = f"alias of {twin} (ProtoSeg's ProjectionHead sets self.proj = self.mlp2)"
-    config = dict(backbone="hrnet_w48_openseg", head="hrnet", num_classes=num_classes, embed_dim=dim, projection="mlp",
-                  classifier="prototype", num_prototypes=num_prototypes, output_stride=8, pretrained=None,
-                  prototype_feat_norm=True)
-    notes = _HRNET_NOTES + [
-        "ProtoSeg's proj_head output is L2-normalised over the image width (F.normalize(x, dim=-1) on "
-        "B x C x H x W) before feat_norm; contraseg normalises over channels, so the embeddings differ."
-    ]
-    return Plan(config, ops, dropped, notes)
-
-
-_HRNET_NOTES = [
-    "hrnet_w48_openseg computes the released backbone exactly when both image sides are multiples of 32; "
-    "other sizes are zero-padded to a multiple of 32 and cropped back (openseg interpolates between them)."
-]
-
-
-def _aspp_layer(source: Mapping[str, Tensor], fmt: str) -> tuple[str, str | None]:
-    """(the classifier layer used, the auxiliary one dropped or None)."""
-    if any(k.startswith("layer6.conv2d_list.") for k in source):
-        return "layer6", "layer5"
-    if any(k.startswith("layer5.conv2d_list.") for k in source):
-        return "layer5", None
-    raise ConversionError(f"{fmt}: the checkpoint has no 'layer5.conv2d_list.*' (ASPP classifier); "
-                          f"only the AdaptSegNet-style DeepLab-v2 classifier is supported")
-
-
-def plan_deeplabv2(source: Mapping[str, Tensor], aspp_branches: int | None = None) -> Plan:
-    fmt = "deeplabv2-r101"
-    _require(source, "conv1.weight", fmt)
-    layer, aux = _aspp_layer(source, fmt)
-    branches = sorted({int(m.group(1)) for k in source if (m := re.match(rf"{layer}\.conv2d_list\.(\d+)\.", k))})
-    if branches != list(range(4)):
-        raise ConversionError(f"{fmt}: {layer}.conv2d_list has branches {branches}, "
-                              f"expected 0..3 (rates 6, 12, 18, 24)")
-    keep = 4 if aspp_branches is None else int(aspp_branches)
-    if not 1 <= keep <= 4:
-        raise ConversionError(f"aspp_branches must be 1..4, got {aspp_branches!r}")
-    ops = _copy_with_bn_counters([k for k in source if k.split(".")[0] in ("conv1", "bn1", "layer1", "layer2", "layer3",
-                                                                         "layer4")], lambda k: f"backbone.body.{k}")
-    for i in range(4):
-        for k in ("weight", "bias"):
-            src = f"{layer}.conv2d_list.{i}.{k}"
-            ops.append(Op(f"head.branches.{i}.{k}", "copy" if i < keep else "zero", (src,)))
-    dropped = {}
-    if aux is not None:
-        dropped.update({k: "multi-level auxiliary classifier on layer3 (not used to predict)"
-                        for k in source if k.startswith(f"{aux}.")})
-    num_classes = int(_require(source, f"{layer}.conv2d_list.0.weight", fmt).shape[0])
-    config = dict(backbone="resnet101_deeplabv2", head="deeplabv2", num_classes=num_classes, embed_dim=256,
-                  projection=None, classifier="linear", num_prototypes=10, output_stride=8, pretrained=None)
-    notes = ["The output grid is ceil(H/8) x ceil(W/8): the extra row/column of the released ceil-mode "
-             "max-pool grid is cropped."]
-    if keep < 4:
-        notes.append(f"ASPP branches {keep}..3 are zeroed, so the logits sum branches 0..{keep - 1} "
-                     f"as AdaptSegNet's Classifier_Module does (it returns inside its loop).")
-    return Plan(config, ops, dropped, notes)
 
 
 FORMATS: dict[str, tuple[Callable[..., Plan], str]] = {

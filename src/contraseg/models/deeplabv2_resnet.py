@@ -20,9 +20,11 @@ that last row / column of its logit grid (and so in the geometry of the final up
 
 from __future__ import annotations
 
-from .backbones import ResNetBackbone
+from .registry import register_backbone
+from .resnet import ResNetBackbone
 
 
+@register_backbone("resnet101_deeplabv2", "ResNet-101 as in DeepLab-v2 / AdaptSegNet (os 8)")
 class DeepLabV2ResNetBackbone(ResNetBackbone):
     """DeepLab-v2's ResNet-101 (output stride 8 only); see the module docstring.
 

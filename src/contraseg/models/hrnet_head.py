@@ -24,11 +24,11 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .heads import LinearClassifierHead, _check_channels
+from .head_base import HeadOptions, LinearClassifierHead, check_embed_from, check_positive
+from .registry import register_head
 
-EMBED_SOURCES = ("backbone", "decoded")
 
-
+@register_head("hrnet")
 class HRNetHead(LinearClassifierHead):
     """One 3x3 conv-BN-ReLU (``decode``), dropout and a 1x1 classifier.
 
@@ -43,9 +43,8 @@ class HRNetHead(LinearClassifierHead):
     def __init__(self, in_channels: int, num_classes: int | None, channels: int | None = None,
                  dropout: float = 0.1, embed_from: str = "backbone") -> None:
         channels = in_channels if channels is None else channels
-        _check_channels("channels", channels)
-        if embed_from not in EMBED_SOURCES:
-            raise ValueError(f"embed_from must be one of {', '.join(EMBED_SOURCES)}, got {embed_from!r}")
+        check_positive("channels", channels)
+        check_embed_from(embed_from)
         super().__init__(in_channels, channels, num_classes, dropout)
         self.embed_from = embed_from
         self.conv = nn.Sequential(
@@ -53,6 +52,11 @@ class HRNetHead(LinearClassifierHead):
             nn.BatchNorm2d(channels),
             nn.ReLU(inplace=True),
         )
+
+    @classmethod
+    def from_options(cls, in_channels: int, num_classes: int | None, options: HeadOptions) -> HRNetHead:
+        """``channels`` defaults to ``in_channels`` (as released)."""
+        return cls(in_channels, num_classes, channels=options.channels, embed_from=options.embed_from)
 
     @property
     def embed_channels(self) -> int:

@@ -7,7 +7,7 @@ openseg's ``HighResolutionNet`` and timm's ``hrnet_w48`` have the same 1,830 par
   interpolation with ``align_corners=True`` to the target size in openseg, by
   ``nn.Upsample(scale_factor=2**k, mode="nearest")`` in timm;
 * HRNetV2's concatenation of the four branches: bilinear with ``align_corners=True`` in
-  openseg, ``align_corners=False`` in contraseg's :class:`~.backbones.HRNetBackbone`.
+  openseg, ``align_corners=False`` in contraseg's :class:`~.hrnet.HRNetBackbone`.
 
 :class:`OpensegHRNetBackbone` is timm's network with its fusion upsamplers switched to
 bilinear ``align_corners=True`` and openseg's concatenation: with the same weights its
@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .backbones import HRNetBackbone
+from .hrnet import HRNetBackbone
+from .registry import register_backbone
 from .weights import StateDict, timm_hub_state_dict
 
 
@@ -54,3 +55,8 @@ class OpensegHRNetBackbone(HRNetBackbone):
             [pyramid[0]] + [F.interpolate(b, size=size, mode="bilinear", align_corners=True) for b in pyramid[1:]],
             dim=1,
         )
+
+
+@register_backbone("hrnet_w48_openseg", "HRNetV2-W48 fused as openseg, stride 4")
+def hrnet_w48_openseg(output_stride: int = 8) -> OpensegHRNetBackbone:
+    return OpensegHRNetBackbone("hrnet_w48", output_stride)

@@ -22,7 +22,7 @@ Parameter names follow the released SegFormer encoder (``patch_embed1.proj``,
 its ImageNet files (``mit_b0.pth``, ...) load with ``model.pretrained: /path/mit_b0.pth``.
 
 Deliberate difference: the backbone pads its input to a multiple of 32 (see
-:mod:`contraseg.models.backbones`), so every stage's token map is a multiple of its
+:mod:`contraseg.models.backbone_base`), so every stage's token map is a multiple of its
 spatial-reduction ratio and the reduction conv sees every token; the released encoder
 floors instead (it drops the last rows / columns of keys at odd sizes, and fails on
 inputs smaller than 29 pixels).
@@ -36,7 +36,8 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .backbones import Backbone
+from .backbone_base import Backbone
+from .registry import register_backbone_family
 from .weights import StateDict
 
 
@@ -204,7 +205,7 @@ def _init_weights(module: nn.Module) -> None:
 
 class MiTBackbone(Backbone):
     """A Mix Transformer as a contraseg backbone: pyramid = the four stages (strides 4-32),
-    single map = the last stage. ``output_stride`` is checked by the registry and ignored.
+    single map = the last stage. ``output_stride`` is accepted and ignored.
 
     ``head_channels`` is the SegFormer decoder width of the variant (256 for B0/B1, 768
     for B2), used by ``build_segmentor`` for the ``segformer`` head.
@@ -229,3 +230,9 @@ class MiTBackbone(Backbone):
         raise RuntimeError(f"no download for {self.name}: pass the released SegFormer ImageNet file "
                            f"(e.g. {self.name}.pth) as a local path")
 
+
+register_backbone_family(MiTBackbone, {
+    "mit_b0": "SegFormer Mix Transformer B0",
+    "mit_b1": "SegFormer Mix Transformer B1",
+    "mit_b2": "SegFormer Mix Transformer B2",
+})

@@ -37,9 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .heads import SegHead, _check_channels
-
-EMBED_SOURCES = ("backbone", "decoded")
+from .head_base import HeadOptions, SegHead, check_embed_from, check_positive
+from .registry import register_head
 
 
 def conv_bn_relu_biased(in_channels: int, out_channels: int, kernel_size: int = 1) -> nn.Sequential:
@@ -94,6 +93,7 @@ class ObjectContextBlock(nn.Module):
         return self.context_up(context)
 
 
+@register_head("ocr")
 class OCRHead(SegHead):
     """The HRNet-OCR head (see the module docstring for the equations and names).
 
@@ -113,12 +113,11 @@ class OCRHead(SegHead):
     def __init__(self, in_channels: int, num_classes: int | None, num_regions: int, channels: int = 512,
                  key_channels: int | None = None, dropout: float = 0.05, embed_from: str = "backbone",
                  aux_loss_weight: float = 0.4, region_channels: int | None = None) -> None:
-        _check_channels("channels", channels)
-        _check_channels("num_regions", num_regions)
+        check_positive("channels", channels)
+        check_positive("num_regions", num_regions)
         key_channels = key_channels or max(1, channels // 2)
-        _check_channels("key_channels", key_channels)
-        if embed_from not in EMBED_SOURCES:
-            raise ValueError(f"embed_from must be one of {', '.join(EMBED_SOURCES)}, got {embed_from!r}")
+        check_positive("key_channels", key_channels)
+        check_embed_from(embed_from)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         super().__init__(in_channels, channels, num_classes)
@@ -126,7 +125,7 @@ class OCRHead(SegHead):
         self.embed_from = embed_from
         self.aux_loss_weight = float(aux_loss_weight)
         hidden = region_channels or in_channels
-        _check_channels("region_channels", hidden)
+        check_positive("region_channels", hidden)
         self.soft_region_head = nn.Sequential(
             conv_bn_relu_biased(in_channels, hidden, 3), nn.Conv2d(hidden, num_regions, 1)
         )
@@ -134,6 +133,20 @@ class OCRHead(SegHead):
         self.object_context = ObjectContextBlock(channels, key_channels)
         self.fuse = nn.Sequential(conv_bn_relu_biased(2 * channels, channels), nn.Dropout2d(dropout))
         self.classifier = nn.Conv2d(channels, num_classes, 1) if num_classes is not None else None
+
+    @classmethod
+    def from_options(cls, in_channels: int, num_classes: int | None, options: HeadOptions) -> OCRHead:
+        """``channels`` defaults to 512 (HRNet-OCR); the soft regions need ``options.num_regions``
+        (or ``num_classes``).
+
+        Raises:
+            ValueError: neither ``num_regions`` nor ``num_classes`` is given.
+        """
+        regions = options.num_regions if options.num_regions is not None else num_classes
+        if regions is None:
+            raise ValueError("head 'ocr' needs num_regions (the class count K) when num_classes is None")
+        channels = 512 if options.channels is None else options.channels
+        return cls(in_channels, num_classes, regions, channels=channels, embed_from=options.embed_from)
 
     @property
     def embed_channels(self) -> int:

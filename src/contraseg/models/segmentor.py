@@ -26,8 +26,10 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .backbones import Backbone, backbone_name_error, build_backbone
-from .heads import MULTI_LEVEL_HEADS, SegHead, available_heads, build_head
+from .backbone_base import Backbone
+from .backbones import backbone_name_error, build_backbone
+from .head_base import SegHead
+from .heads import available_heads, build_head, is_multi_level_head
 from .projection import PROJECTION_KINDS, ProjectionHead
 from .weights import PretrainedSpec
 
@@ -198,7 +200,7 @@ def build_segmentor(
     body = build_backbone(backbone, output_stride=output_stride, pretrained=pretrained)
     decode_head = build_head(
         head,
-        list(body.pyramid_channels) if head in MULTI_LEVEL_HEADS else body.out_channels,
+        list(body.pyramid_channels) if is_multi_level_head(head) else body.out_channels,
         num_classes if classifier == "linear" else None,
         output_stride=body.output_stride,
         channels=_default_head_channels(head, body) if head_channels is None else head_channels,

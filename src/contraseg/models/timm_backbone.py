@@ -4,13 +4,16 @@ The pyramid is timm's feature levels at stride 4 and coarser (a stride-2 stem le
 ResNets and ConvNeXt-free CNNs have, is dropped); channels and strides are read from
 timm's ``feature_info``. Channels-last outputs (Swin's ``NHWC``) are permuted to
 ``B x C x h x w``. The input is zero-padded to a multiple of the coarsest stride and the
-maps are cropped back to ``ceil(H / stride)`` (see :mod:`contraseg.models.backbones`),
+maps are cropped back to ``ceil(H / stride)`` (see :mod:`contraseg.models.backbone_base`),
 so models that need divisible sides (Swin: patch size 4 and its stage merges) take any
 size.
 
 timm's ``features_only`` wrapper renames flattened sequential modules (``stages.0`` ->
 ``stages_0``, ``layers.0`` -> ``layers_0``); a local ImageNet checkpoint of the timm
 classifier is renamed the same way before it is loaded.
+
+Three named backbones are timm models read this way: ``mobilenet_v3_pyramid`` (all five
+MobileNetV3 levels, strides 2-32), ``swin_t`` and ``convnext_t``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import logging
 
 from torch import Tensor
 
-from .backbones import Backbone
+from .backbone_base import Backbone
+from .registry import register_backbone
 from .weights import LoadReport, PretrainedSpec, StateDict, load_pretrained, strip_wrapper_prefixes, timm_hub_state_dict
 
 logger = logging.getLogger(__name__)
@@ -103,3 +107,19 @@ class TimmBackbone(Backbone):
         """Load ``None`` / a local timm checkpoint / ``"hub"`` into ``self.body`` (keys renamed)."""
         return load_pretrained(self.body, pretrained, arch=self.name, fetch_hub=self.fetch_hub_state_dict,
                                drop_prefixes=self.drop_prefixes, transform=self.to_feature_keys)
+
+
+@register_backbone("mobilenet_v3_pyramid",
+                   "timm MobileNetV3-Large 1.0, all five levels (strides 2-32) for FPN / SegFormer heads")
+def mobilenet_v3_pyramid(output_stride: int = 8) -> TimmBackbone:
+    return TimmBackbone("mobilenetv3_large_100", output_stride, name="mobilenet_v3_pyramid", min_stride=2)
+
+
+@register_backbone("swin_t", "timm Swin-T (patch 4, window 7)")
+def swin_t(output_stride: int = 8) -> TimmBackbone:
+    return TimmBackbone("swin_tiny_patch4_window7_224", output_stride, name="swin_t", strict_img_size=False)
+
+
+@register_backbone("convnext_t", "timm ConvNeXt-T")
+def convnext_t(output_stride: int = 8) -> TimmBackbone:
+    return TimmBackbone("convnext_tiny", output_stride, name="convnext_t")

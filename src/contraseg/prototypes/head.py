@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from .._labels import resize_labels
 from .._validation import check_dim, check_embeddings, check_label_range, check_labels
-from ..losses._similarity import normalised_similarity
+from ..losses.similarity import normalised_similarity
 from .bank import PrototypeBank
 
 __all__ = ["NearestPrototypeHead"]

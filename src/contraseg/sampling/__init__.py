@@ -4,8 +4,9 @@ from .._lazy import lazy_exports
 
 _EXPORTS = {
     "HardAnchorSampler": "anchor_sampler",
-    "LoopAnchorSampler": "anchor_sampler",
-    "AnchorSamples": "anchor_sampler",
+    "LoopAnchorSampler": "loop_anchor_sampler",
+    "AnchorSamples": "anchor_samples",
+    "AnchorSampler": "sampler_base",
     "PixelMemoryBank": "memory_bank",
 }
 __all__ = sorted(_EXPORTS)

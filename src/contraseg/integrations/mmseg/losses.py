@@ -15,7 +15,8 @@ and calls them from its ``loss_by_feat`` with
 Every loss returns ``loss_weight * contraseg_loss(...)`` under its ``loss_name`` (which
 starts with ``loss_`` so that mmengine adds it to the total). The computation is
 contraseg's own (:mod:`contraseg.losses`), so the value is the same as contraseg's on the
-same embedding.
+same embedding. The default loss weights are those of contraseg's regulariser table
+(:data:`contraseg.engine.regularisers.REGULARISERS`), the other defaults the losses' own.
 
 =====================  ======================  =========================================
 registered as          default ``loss_name``   contraseg loss, default ``loss_weight``
@@ -35,6 +36,8 @@ from typing import Any
 from mmseg.registry import MODELS
 from torch import Tensor, nn
 
+from ...engine.config_schema import default_of
+from ...engine.regularisers import REGULARISERS
 from ...losses import PixelContrastLoss as _PixelContrast
 from ...losses import PPCLoss as _PPC
 from ...losses import PPDLoss as _PPD
@@ -45,6 +48,9 @@ from ...sampling import PixelMemoryBank
 __all__ = ["EmbeddingLoss", "ProACLoss", "PixelContrastLoss", "PPCLoss", "PPDLoss"]
 
 _MEMORY_KEYS = ("pixel_size", "segment_size", "pixels_per_image")
+
+# Default loss weights and settings: the regulariser table's and the losses' own (released) defaults.
+_PROAC, _PIXEL, _PROTOSEG = REGULARISERS["proac"], REGULARISERS["pixel_contrast"], REGULARISERS["protoseg"]
 
 
 class EmbeddingLoss(nn.Module):
@@ -128,11 +134,11 @@ class ProACLoss(EmbeddingLoss):
 
     def __init__(
         self,
-        temperature: float = 0.1,
+        temperature: float = default_of(_ProAC, "temperature"),
         anchor: str = "prototype",
         prototypes: str | None = None,
-        prototype_seed: int = 0,
-        loss_weight: float = 0.1,
+        prototype_seed: int = _PROAC.option("prototype_seed").default,
+        loss_weight: float = _PROAC.weight,
         loss_name: str = "loss_proac",
     ) -> None:
         super().__init__(loss_weight, loss_name)
@@ -183,12 +189,12 @@ class PixelContrastLoss(EmbeddingLoss):
 
     def __init__(
         self,
-        temperature: float = 0.1,
-        base_temperature: float = 0.07,
-        max_samples: int = 1024,
-        max_views: int = 100,
+        temperature: float = default_of(_PixelContrast, "temperature"),
+        base_temperature: float = default_of(_PixelContrast, "base_temperature"),
+        max_samples: int = default_of(_PixelContrast, "max_samples"),
+        max_views: int = default_of(_PixelContrast, "max_views"),
         memory: dict[str, Any] | None = None,
-        loss_weight: float = 0.1,
+        loss_weight: float = _PIXEL.weight,
         loss_name: str = "loss_pixel_contrast",
     ) -> None:
         super().__init__(loss_weight, loss_name)
@@ -242,7 +248,8 @@ class PPCLoss(_PrototypeLoss):
         loss_weight: 0.01 in ProtoSeg.
     """
 
-    def __init__(self, temperature: float = 1.0, loss_weight: float = 0.01, loss_name: str = "loss_ppc") -> None:
+    def __init__(self, temperature: float = default_of(_PPC, "temperature"),
+                 loss_weight: float = _PROTOSEG.option("ppc_weight").default, loss_name: str = "loss_ppc") -> None:
         super().__init__(loss_weight, loss_name)
         if temperature <= 0:
             raise ValueError(f"PPCLoss: temperature must be > 0, got {temperature}")
@@ -262,7 +269,8 @@ class PPDLoss(_PrototypeLoss):
         loss_weight: 0.001 in ProtoSeg.
     """
 
-    def __init__(self, loss_weight: float = 0.001, loss_name: str = "loss_ppd") -> None:
+    def __init__(self, loss_weight: float = _PROTOSEG.option("ppd_weight").default,
+                 loss_name: str = "loss_ppd") -> None:
         super().__init__(loss_weight, loss_name)
         self.loss: _PPD | None = None
 

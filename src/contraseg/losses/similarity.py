@@ -1,4 +1,5 @@
-"""Cosine similarity of dense embeddings to fixed prototypes, on the native layout.
+"""Cosine similarity of dense embeddings to fixed prototypes, on the native layout:
+:func:`normalised_similarity` (ProAC, WDASS's prototype softmax, the nearest-prototype head).
 
 ``s_bki = p_k . x_bi / (|x_bi| t)`` for embeddings B x D x n (n = h*w, a view of the
 B x D x h x w tensor, so nothing is copied) and K x D prototypes (not differentiated:
@@ -12,9 +13,16 @@ N x D embeddings in backward; this function writes the gradient in closed form,
 with r = P x the raw dot products (recovered from the output, which is all that is
 saved besides the input): one elementwise pass over x, fused into a ``baddbmm``. Where
 ``|x| < eps`` the norm is clamped as in ``F.normalize`` and the second term vanishes.
+
+Norms and scalings run over the D axis in blocks of :data:`CHUNK_ROWS` rows;
+:func:`chunk_rows` changes the block for a ``with`` block (the ``--busy`` benchmark of
+``python -m contraseg.bench losses`` compares block sizes).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor
@@ -24,14 +32,28 @@ EPS = 1e-12
 # Rows of D handled together when a pass runs over the middle (D) axis of B x D x n:
 # small enough to stay in cache, large enough to amortise the per-op overhead.
 # (``vector_norm(dim=1)`` on this layout was measured 5x slower than chunks of 16 rows.)
-_CHUNK = 16
+CHUNK_ROWS = 16
+
+
+@contextmanager
+def chunk_rows(rows: int) -> Iterator[None]:
+    """Within the ``with`` block, passes over D take ``rows`` rows at a time (then
+    :data:`CHUNK_ROWS` is restored). Results agree for every block size up to rounding."""
+    global CHUNK_ROWS
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+        raise ValueError(f"rows must be a positive int, got {rows!r}")
+    previous, CHUNK_ROWS = CHUNK_ROWS, rows
+    try:
+        yield
+    finally:
+        CHUNK_ROWS = previous
 
 
 def _squared_norms(feats: Tensor) -> Tensor:
     """``sum_d x_bdn^2`` of B x D x n features: B x n, accumulated over chunks of rows."""
     acc = feats.new_zeros(feats.shape[0], feats.shape[2])
-    for start in range(0, feats.shape[1], _CHUNK):
-        rows = feats[:, start : start + _CHUNK]
+    for start in range(0, feats.shape[1], CHUNK_ROWS):
+        rows = feats[:, start : start + CHUNK_ROWS]
         acc += (rows * rows).sum(dim=1)
     return acc
 
@@ -40,8 +62,8 @@ def _scale_columns(feats: Tensor, scale: Tensor) -> Tensor:
     """``feats * scale[:, None, :]`` for B x D x n features and B x n scales, chunked over D."""
     out = torch.empty_like(feats)
     column_scale = scale.unsqueeze(1)
-    for start in range(0, feats.shape[1], _CHUNK):
-        torch.mul(feats[:, start : start + _CHUNK], column_scale, out=out[:, start : start + _CHUNK])
+    for start in range(0, feats.shape[1], CHUNK_ROWS):
+        torch.mul(feats[:, start : start + CHUNK_ROWS], column_scale, out=out[:, start : start + CHUNK_ROWS])
     return out
 
 
