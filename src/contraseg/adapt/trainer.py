@@ -128,13 +128,12 @@ class AdaptTrainer(Trainer):
 
     def build_target_set(self) -> TargetDataset:
         """``adapt.target`` with the training transform, wrapped as a :class:`TargetDataset`."""
-        from ..data import TrainTransform, build_dataset
+        from ..data import build_dataset
+        from ..engine.build import train_transform
         from .weak_labels import read_image_labels
 
-        data, target = self.cfg.data, self.adapt.target
-        transform = TrainTransform(crop_size=tuple(data.crop_size), scale_range=tuple(data.scale_range),
-                                   flip=data.hflip, jitter=data.jitter,
-                                   base_size=tuple(self.adapt.target_base_size) if self.adapt.target_base_size else None)
+        target = self.adapt.target
+        transform = train_transform(self.cfg.data, self.adapt.target_base_size or ())
         kwargs: dict[str, Any] = {"split": target.split, "transform": transform, **target.options}
         if target.root is not None:
             kwargs["root"] = target.root

@@ -29,6 +29,9 @@ from torch import Tensor
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
+from .photometric_transforms import brightness_shift, check_brightness_shift, check_hue_jitter, colour_jitter
+from .resize_draws import check_aspect_range, draw_train_size
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -144,10 +147,6 @@ def _resize(image: Tensor, masks: list[Tensor], size: tuple[int, int]) -> tuple[
     return image, masks
 
 
-def _uniform(low: float, high: float, generator: torch.Generator | None) -> float:
-    return low + (high - low) * float(torch.rand((), generator=generator))
-
-
 def _randint(high: int, generator: torch.Generator | None) -> int:
     """An integer in [0, high] inclusive."""
     return int(torch.randint(0, high + 1, (), generator=generator))
@@ -159,12 +158,17 @@ class TrainTransform:
     Steps (geometry shared by image and masks):
 
     1. scale factor ``s ~ U(scale_range)``; resize to ``round(s * base)`` where base is
-       ``base_size`` (H, W) or the input's own size;
+       ``base_size`` (H, W) or the input's own size; with ``aspect_range`` /
+       ``scale_to_width`` the size of :func:`contraseg.data.resize_draws.draw_train_size`
+       (openseg aspect jitter, ProAC scale-to-width); masks by nearest neighbour;
     2. pad bottom/right to at least ``crop_size`` (image with 0, masks with ``ignore_index``);
     3. crop ``crop_size`` at a uniformly random position;
     4. horizontal flip with probability 0.5 when ``flip``;
-    5. image only: brightness, contrast and saturation factors each ``~ U(1 - jitter, 1 + jitter)``;
-    6. image only: ``(x / 255 - mean) / std``.
+    5. image only: additive brightness ``d ~ U{-brightness_shift..brightness_shift}`` (openseg;
+       :mod:`contraseg.data.photometric_transforms`);
+    6. image only: brightness, contrast and saturation factors each ``~ U(1 - jitter, 1 + jitter)``,
+       then a hue shift ``~ U(-hue_jitter, hue_jitter)``;
+    7. image only: ``(x / 255 - mean) / std``.
 
     Args:
         crop_size: output (H, W) (an int for a square).
@@ -176,6 +180,12 @@ class TrainTransform:
         base_size: optional (H, W) the scale factor is relative to (e.g. (720, 1280)
             for GTA5); None uses each input's own size.
         seed: when given, the transform owns a ``torch.Generator`` seeded with it.
+        aspect_range: optional [lo, hi] of openseg's aspect ratio a (w x sqrt(a), h / sqrt(a)).
+        brightness_shift: whole number v >= 0 of 0-255 units (0 disables it).
+        hue_jitter: hue-shift strength in [0, 0.5] (fraction of the hue circle; 0 disables it).
+        scale_to_width: optional width T: the base is rescaled to width ``int(s T)``, aspect kept.
+
+    With all four at their defaults the draws are exactly those of earlier versions.
 
     Call: ``transform(image, mask, *extra_masks, generator=None)`` ->
     ``(image float32 3 x h x w, mask int64 h x w, *extra int64 h x w)``.
@@ -192,7 +202,17 @@ class TrainTransform:
         ignore_index: int = 255,
         base_size: Sequence[int] | None = None,
         seed: int | None = None,
+        aspect_range: Sequence[float] | None = None,
+        brightness_shift: float = 0,
+        hue_jitter: float = 0.0,
+        scale_to_width: int | None = None,
     ) -> None:
+        self.aspect_range = check_aspect_range(aspect_range)
+        self.brightness_shift = check_brightness_shift(brightness_shift)
+        self.hue_jitter = check_hue_jitter(hue_jitter)
+        if scale_to_width is not None and int(scale_to_width) <= 0:
+            raise ValueError(f"scale_to_width must be a positive width in pixels, got {scale_to_width}")
+        self.scale_to_width = None if scale_to_width is None else int(scale_to_width)
         self.crop_size = _pair(crop_size, "crop_size")
         low, high = (float(v) for v in scale_range)
         if not 0 < low <= high:
@@ -214,9 +234,8 @@ class TrainTransform:
         gen = generator if generator is not None else self.generator
         image_t, masks = _prepare(image, (mask, *extra_masks))
 
-        base_h, base_w = self.base_size or tuple(image_t.shape[1:])
-        scale = _uniform(*self.scale_range, gen)
-        size = (max(1, round(base_h * scale)), max(1, round(base_w * scale)))
+        size = draw_train_size(self.base_size or tuple(image_t.shape[1:]), self.scale_range,
+                               self.aspect_range, self.scale_to_width, gen)
         image_t, masks = _resize(image_t, masks, size)
 
         crop_h, crop_w = self.crop_size
@@ -235,11 +254,8 @@ class TrainTransform:
             image_t = image_t.flip(-1)
             masks = [m.flip(-1) for m in masks]
 
-        if self.jitter > 0:
-            low, high = 1.0 - self.jitter, 1.0 + self.jitter
-            image_t = F.adjust_brightness(image_t, _uniform(low, high, gen))
-            image_t = F.adjust_contrast(image_t, _uniform(low, high, gen))
-            image_t = F.adjust_saturation(image_t, _uniform(low, high, gen))
+        image_t = brightness_shift(image_t, self.brightness_shift, gen)
+        image_t = colour_jitter(image_t, self.jitter, self.hue_jitter, gen)
 
         image_f = normalize(image_t.contiguous(), self.mean, self.std)
         return (image_f, *(m[0].to(torch.int64) for m in masks))
@@ -263,7 +279,9 @@ class TrainTransform:
     def __repr__(self) -> str:
         return (
             f"TrainTransform(crop_size={self.crop_size}, scale_range={self.scale_range}, flip={self.flip}, "
-            f"jitter={self.jitter}, base_size={self.base_size}, ignore_index={self.ignore_index})"
+            f"jitter={self.jitter}, base_size={self.base_size}, ignore_index={self.ignore_index}, "
+            f"aspect_range={self.aspect_range}, brightness_shift={self.brightness_shift}, "
+            f"hue_jitter={self.hue_jitter}, scale_to_width={self.scale_to_width})"
         )
 
 

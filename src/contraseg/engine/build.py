@@ -12,6 +12,7 @@ from typing import Any, Callable
 from torch import nn
 
 from .config import DataConfig, DatasetConfig, ModelConfig
+from .config_schema import ConfigError
 
 
 def dataset_label(cfg: DatasetConfig) -> str:
@@ -28,12 +29,25 @@ def _build(cfg: DatasetConfig, transform: Any) -> Any:
     return build_dataset(cfg.name, **kwargs)
 
 
-def build_train_dataset(cfg: DataConfig) -> Any:
-    """``data.train`` with the random scale / crop / flip / jitter training transform."""
+def train_transform(cfg: DataConfig, base_size: Any = None) -> Any:
+    """The training transform of the ``data`` keys (scale / aspect / crop / flip / colour);
+    ``base_size`` [h, w] replaces ``data.base_size`` (the adaptation target's own base; an empty
+    tuple: each image's own size)."""
     from ..data import TrainTransform
 
-    transform = TrainTransform(crop_size=tuple(cfg.crop_size), scale_range=tuple(cfg.scale_range), flip=cfg.hflip,
-                               jitter=cfg.jitter, base_size=tuple(cfg.base_size) if cfg.base_size else None)
+    base = base_size if base_size is not None else cfg.base_size
+    try:
+        return TrainTransform(crop_size=tuple(cfg.crop_size), scale_range=tuple(cfg.scale_range), flip=cfg.hflip,
+                              jitter=cfg.jitter, base_size=tuple(base) if base else None,
+                              aspect_range=cfg.aspect_range, brightness_shift=cfg.brightness_shift,
+                              hue_jitter=cfg.hue_jitter, scale_to_width=cfg.scale_to_width)
+    except ValueError as err:
+        raise ConfigError(f"config key data.{str(err)}") from None
+
+
+def build_train_dataset(cfg: DataConfig) -> Any:
+    """``data.train`` with the random scale / crop / flip / jitter training transform."""
+    transform = train_transform(cfg)
     dataset = _build(cfg.train, transform)
     if len(dataset) == 0:
         raise ValueError(f"data.train: dataset {dataset_label(cfg.train)} is empty")

@@ -95,6 +95,16 @@ class DataConfig:
     batch_size: int = config_field(8, minimum=1)
     num_workers: int = config_field(4, minimum=0)
     eval_classes: list[str] | None = None
+    # Released-recipe augmentation (contraseg.data.resize_draws / photometric_transforms cite
+    # the released lines): aspect_range [lo, hi] = openseg aspect jitter (w x sqrt(a), h / sqrt(a),
+    # released [0.9, 1.1]); brightness_shift = openseg additive brightness, a whole number of 0-255
+    # units (released 10, always applied); hue_jitter = hue shift U(-h, h) after data.jitter's
+    # brightness / contrast / saturation (ProAC 0.2, WDASS 0.25); scale_to_width = ProAC's rescale
+    # to width U(scale_range) x this, aspect kept (released 2200). Defaults: off.
+    aspect_range: list[float] | None = config_field(None, minimum=0.0, exclusive=True, length=2)
+    brightness_shift: float = config_field(0.0, minimum=0.0)
+    hue_jitter: float = config_field(0.0, minimum=0.0)
+    scale_to_width: int | None = config_field(None, minimum=1)
 
 
 @dataclass
