@@ -12,11 +12,12 @@ first of which picks ``best.pth``) plus one more top-level section::
       init_checkpoint: runs/src/last.pth   # weights the student starts from (null: fresh)
       rounds: 1                      # self-training: train, re-label, train again ...
       pseudo_labels: {dir, checkpoint, threshold, class_percentile, mode, batch_size}
-      teacher: {momentum, buffers, threshold}          # WDASS mean teacher
+      teacher: {momentum, buffers, threshold, ignore_rows}   # WDASS mean teacher
       wdass: {weak_kind, weak_labels, mix, photometric, contrast, weak_weight, image_weight,
               contrast_weight, cross_weight, intra_weight, temperature, base_temperature,
               cross_samples, intra_samples, max_views, cross_threshold, intra_threshold,
-              prototype_threshold, prototype_momentum, prototype_temperature, warmup_iters}
+              prototype_threshold, prototype_momentum, prototype_temperature, warmup_iters,
+              start_iter, edge_weight, prototype_image_loss}
 
 The engine keeps ``adapt`` as a plain mapping (``Config.adapt``; its ``Trainer`` refuses
 such configs, ``contraseg train`` says to use ``python -m contraseg.adapt``); this module
@@ -70,11 +71,23 @@ class TeacherConfig:
     """Mean teacher of WDASS / DACS: EMA ``momentum`` of the student weights (with the
     warm start ``min(1 - 1/(k+1), momentum)``), BatchNorm ``buffers`` averaged the same
     way (``ema``) or copied from the student (``copy``), and the confidence
-    ``threshold`` of its pseudo labels (0.968 in DACS and WDASS)."""
+    ``threshold`` of its pseudo labels (0.968 in DACS and WDASS).
+
+    ``ignore_rows`` [top, bottom]: the first ``top`` and last ``bottom`` rows of the
+    teacher's pseudo-label weights are set to 0 (those target pixels of the ClassMix image
+    add nothing to its CE); the confident share q is computed before, as released. Released
+    WDASS: [15, 120] (anurag-198/WDASS@7276a27d916b train.py:504 ``pseudo_weight[:, :15, :] = 0``,
+    :506 ``pseudo_weight[:, -120:, :] = 0``), on pseudo labels of the teacher's logits
+    upsampled to the input size (network/deepv2.py:155), i.e. rows of the 512 x 512 training
+    crop (arguments.py:71), whatever the random scale. contraseg's pseudo labels are also at
+    the training-crop size (``data.crop_size``), so the rows apply unchanged; for another crop
+    height the release gives no rule: scale them yourself (15/512 and 120/512 of the height).
+    """
 
     momentum: float = config_field(0.999, minimum=0.0)
     buffers: Literal["ema", "copy"] = "ema"
     threshold: float = config_field(0.968, minimum=0.0)
+    ignore_rows: list[int] = config_field(factory=lambda: [0, 0], minimum=0, length=2)
 
 
 def _released(argument: str) -> Any:
@@ -110,6 +123,21 @@ class WDASSConfig:
     :class:`~contraseg.prototypes.WeakLabelPrototypeEstimator` with ``prototype_momentum``
     and ``prototype_temperature``; the sampling keys are unused). ``photometric``: colour
     jitter and blur of the ClassMix images (:mod:`contraseg.adapt.photometric`).
+
+    Released-recipe switches (anurag-198/WDASS@7276a27d916b):
+
+    - ``start_iter``: the image-level and contrast terms have weight 0 for 0-based
+      iterations ``i < start_iter``, then ``min(1, (i - start_iter) / warmup_iters)`` (full
+      weight at once when ``warmup_iters`` is 0). Released: ``if itern > 10000: cwt = 1.0;
+      im_wt = 1.0`` (train.py:483-488) with ``itern`` counting from 0
+      (``for itern in range(args.start_iter, ...)``, train.py:345, ``args.start_iter = 0``,
+      train.py:165, also with ``--resume``, train.py:193), so the released recipe is ``start_iter: 10001, warmup_iters: 0``.
+    - ``edge_weight``: weight of :class:`~contraseg.losses.WDASSEdgeLoss` on the source
+      images (released 10, arguments.py:135; always on). 0 = off.
+    - ``prototype_image_loss``: the image-level loss also on the pixel-prototype logits of
+      the student's target embeddings and the target prototypes
+      (:func:`~contraseg.losses.prototype_logits`; ``--improto``, weight 1 inside the image
+      term, train.py:473-491).
     """
 
     weak_kind: Literal["image", "point", "coarse"] = "point"
@@ -134,6 +162,9 @@ class WDASSConfig:
     prototype_temperature: float = config_field(default_of(WeakLabelPrototypeEstimator, "temperature"),
                                                 minimum=0.05)
     warmup_iters: int = config_field(0, minimum=0)
+    start_iter: int = config_field(0, minimum=0)
+    edge_weight: float = config_field(0.0, minimum=0.0)
+    prototype_image_loss: bool = False
 
 
 def _default_target() -> DatasetConfig:
@@ -186,6 +217,10 @@ def check_adapt_relations(cfg: Config, adapt: AdaptConfig) -> None:
                        ("adapt.wdass.prototype_momentum", adapt.wdass.prototype_momentum)):
         if value >= 1:
             raise ConfigError(f"config key {key}: {value!r} is not allowed; it must be in [0, 1)")
+    top, bottom = adapt.teacher.ignore_rows
+    if top + bottom >= cfg.data.crop_size[0]:
+        raise ConfigError(f"config key adapt.teacher.ignore_rows: {top} + {bottom} rows leave nothing of the "
+                          f"{cfg.data.crop_size[0]}-row crop (data.crop_size)")
     if adapt.rounds > 1 and adapt.method != "self_training":
         raise ConfigError(f"config key adapt.rounds: {adapt.rounds} rounds need method self_training, "
                           f"got {adapt.method!r}")

@@ -14,12 +14,20 @@ coarse pixels, 255 elsewhere) or image-level presence vectors z_t::
     student on concat(x_s, x_m, x_t [, full target images]) -> logits / embeddings
     prototypes: source from (f_s, y_s); target from the teacher's embeddings, the weak
         labels and the teacher's confident pseudo labels
+    pixel weights of the target part: 0 in the teacher.ignore_rows [top, bottom] rows
     loss = CE(s, y_s) + weighted CE(m, y_m) + weak_weight * partial CE(t, w_t)
-         + ramp * ( image_weight * ImageLevelLoss + contrast_weight * contrast )
+         + edge_weight * EdgeLoss(s, y_s)
+         + gate * image_weight * ( ImageLevelLoss(t) [+ ImageLevelLoss(<f_t, target prototypes>)] )
+         + gate * contrast_weight * contrast
     optimiser step, then the teacher's EMA update
 
-``ramp`` rises linearly from 0 to 1 over ``wdass.warmup_iters`` (the official code switches
-the image-level and contrast terms on at iteration 10000).
+``gate`` (:meth:`WDASSTrainer.ramp`) is 0 before ``wdass.start_iter`` and then rises linearly
+to 1 over ``wdass.warmup_iters`` (full weight at once when 0). The released recipe is a hard
+start: ``start_iter`` 10001, no ramp (the official code switches the image-level and contrast
+terms on when its 0-based ``itern > 10000``; :class:`~contraseg.adapt.config.WDASSConfig`
+cites the lines). The edge term (:class:`contraseg.losses.WDASSEdgeLoss`) and the prototype
+image term (``wdass.prototype_image_loss``, :func:`contraseg.losses.prototype_logits`, on the
+same embeddings / presence as the image term) are the released ones.
 
 **Contrast** (``wdass.contrast``):
 
@@ -52,10 +60,10 @@ a crop, so the term is computed on the whole target image (resized to the crop s
 extra student forward). The released code derives a crop's classes from its dense ground
 truth instead, which a weakly-supervised run does not have.
 
-Other differences from the official code, kept for simplicity: no Cityscapes-specific
-ignored image borders, no edge loss, the image-level loss on prototype logits
-(``--improto``) is left out, and for image-level labels the ``prototype-softmax`` variant
-keeps only pseudo labels of classes in the image label (the released code keeps all).
+Other differences from the official code, kept for simplicity: for image-level labels the
+``prototype-softmax`` variant keeps only pseudo labels of classes in the image label (the
+released code keeps all). The released edge loss's Gumbel noise is drawn here from a seeded
+CPU generator (reproducible runs) rather than ``torch.rand(...).cuda()``.
 """
 
 from __future__ import annotations
@@ -76,6 +84,7 @@ from .weak_labels import crop_presence, downsample_labels
 
 MIX_SEED_OFFSET = 104729  # ClassMix / photometric draws: sample_seed(train.seed + this, iteration * world + rank)
 CONTRAST_SEED_OFFSET = 130363  # anchor sampling of the released contrast
+EDGE_SEED_OFFSET = 155921  # Gumbel noise of the edge loss
 
 
 class WDASSTrainer(AdaptTrainer):
@@ -115,7 +124,7 @@ class WDASSTrainer(AdaptTrainer):
     def setup(self) -> None:
         """Mean teacher (a copy of the initial student), prototype estimator, losses, augmentation."""
         from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
-        from ..losses import ImageLevelLoss, WDASSContrastLoss, WDASSSoftmaxContrastLoss
+        from ..losses import ImageLevelLoss, WDASSContrastLoss, WDASSEdgeLoss, WDASSSoftmaxContrastLoss
         from ..prototypes import WDASSPrototypeEstimator, WeakLabelPrototypeEstimator
         from .photometric import MixPhotometric
 
@@ -143,6 +152,7 @@ class WDASSTrainer(AdaptTrainer):
             self.contrast = WDASSSoftmaxContrastLoss(options.temperature, options.cross_weight,
                                                      options.intra_weight, self.ignore_index)
         self.image_loss = ImageLevelLoss()
+        self.edge_loss = WDASSEdgeLoss(ignore_index=self.ignore_index)
         self.photometric = MixPhotometric(IMAGENET_MEAN, IMAGENET_STD) if options.photometric else None
 
     def adapt_state_dict(self) -> dict[str, Any]:
@@ -162,9 +172,14 @@ class WDASSTrainer(AdaptTrainer):
                              f"{self.adapt.wdass.contrast!r}: {str(err).splitlines()[0]}") from None
 
     def ramp(self) -> float:
-        """``min(1, iteration / wdass.warmup_iters)`` (1 without warm-up)."""
-        warmup = self.adapt.wdass.warmup_iters
-        return 1.0 if warmup <= 0 else min(1.0, self.iteration / warmup)
+        """Weight of the image-level and contrast terms at the current 0-based iteration i:
+        0 for ``i < wdass.start_iter``, else ``min(1, (i - start_iter) / wdass.warmup_iters)``
+        (1 without warm-up)."""
+        options = self.adapt.wdass
+        since = self.iteration - options.start_iter
+        if since < 0:
+            return 0.0
+        return 1.0 if options.warmup_iters <= 0 else min(1.0, since / options.warmup_iters)
 
     def _generator(self, offset: int) -> torch.Generator:
         position = self.iteration * self.ctx.world_size + self.ctx.rank
@@ -200,7 +215,7 @@ class WDASSTrainer(AdaptTrainer):
             pseudo = torch.where(weak != ignore, weak, pseudo)
         confident = confidence >= self.adapt.teacher.threshold
         confident_share = confident.float().mean()
-        target_weight = confident_share * confident.float()
+        target_weight = ignore_rows(confident_share * confident.float(), *self.adapt.teacher.ignore_rows)
 
         generator = self._generator(MIX_SEED_OFFSET)
         parts = [images_s]
@@ -222,12 +237,17 @@ class WDASSTrainer(AdaptTrainer):
         t_index = 2 if options.mix else 1
         logits_s, logits_t, embed_s, embed_t = logits[0], logits[t_index], embeds[0], embeds[t_index]
         image_logits = logits[-1] if weak is None else logits_t
+        image_embed = embeds[-1] if weak is None else embed_t
 
         terms: dict[str, Tensor] = {"ce_source": masked_cross_entropy(logits_s, labels_s, ignore)}
         if options.mix:
             terms["ce_mix"] = weighted_cross_entropy(logits[1], labels_m, weights_m, ignore)
         if weak is not None:
             terms["weak"] = options.weak_weight * masked_cross_entropy(logits_t, weak, ignore)
+        if options.edge_weight > 0:
+            upsampled = F.interpolate(logits_s, size=labels_s.shape[-2:], mode="bilinear", align_corners=False)
+            terms["edge"] = options.edge_weight * self.edge_loss(
+                upsampled, labels_s, generator=self._generator(EDGE_SEED_OFFSET))
 
         grid = tuple(embed_s.shape[-2:])
         weak_grid = None if weak is None else downsample_labels(weak, grid, ignore)
@@ -239,6 +259,12 @@ class WDASSTrainer(AdaptTrainer):
                 labels_s, weak_grid, presence, pseudo, confidence, confident, teacher, embed_s, embed_t)
         ramp = self.ramp()
         terms["image"] = ramp * options.image_weight * self.image_loss(image_logits, presence, presence_mask)
+        if options.prototype_image_loss:
+            from ..losses import prototype_logits
+
+            target_protos = self.estimator.get("target")[0].detach()
+            terms["image_proto"] = ramp * options.image_weight * self.image_loss(
+                prototype_logits(image_embed, target_protos), presence, presence_mask)
         terms["contrast"] = ramp * options.contrast_weight * contrast["total"]
         loss = sum(terms.values())
         self.optimise(loss)
@@ -300,6 +326,17 @@ class WDASSTrainer(AdaptTrainer):
         contrast = self.contrast(embed_s, labels_s, embed_t, labels_t, source_protos, target_protos,
                                  source_valid, target_valid)
         return contrast, target_valid
+
+
+def ignore_rows(weights: Tensor, top: int, bottom: int) -> Tensor:
+    """``weights`` (B x H x W) with rows ``[:top]`` and ``[H - bottom:]`` set to 0 (a copy when changed)."""
+    if top <= 0 and bottom <= 0:
+        return weights
+    weights = weights.clone()
+    weights[:, :top] = 0
+    if bottom > 0:
+        weights[:, weights.shape[1] - bottom:] = 0
+    return weights
 
 
 def _grid_predictions(logits: Tensor, grid: tuple[int, int]) -> tuple[Tensor, Tensor]:

@@ -6,6 +6,8 @@
 ``PPCLoss``                       pixel-prototype contrast (ProtoSeg)
 ``PPDLoss``                       pixel-prototype distance (ProtoSeg)
 ``ImageLevelLoss``                image-level weak-label loss (WDASS)
+``prototype_logits``              pixel-prototype logits of WDASS's prototype image loss (``--improto``)
+``WDASSEdgeLoss``                 WDASS's edge loss on source images, as released
 ``PrototypeContrastLoss``         pixel-to-prototype softmax contrast (WDASS, prototype-softmax variant)
 ``WDASSContrastLoss``             WDASS prototype contrast as released: sampled anchors, cross + intra terms
 ``SampledPrototypeContrastLoss``  one term of it
@@ -20,6 +22,8 @@ _EXPORTS = {
     "PPCLoss": "protoseg",
     "PPDLoss": "protoseg",
     "ImageLevelLoss": "wdass",
+    "prototype_logits": "wdass",
+    "WDASSEdgeLoss": "wdass_edge",
     "PrototypeContrastLoss": "wdass",
     "WDASSContrastLoss": "wdass_contrast",
     "WDASSSoftmaxContrastLoss": "wdass",

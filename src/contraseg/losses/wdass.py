@@ -106,6 +106,23 @@ class ImageLevelLoss(nn.Module):
         return f"reduction={self.reduction!r}"
 
 
+def prototype_logits(embed: Tensor, prototypes: Tensor) -> Tensor:
+    """Logits of WDASS's prototype image loss (``--improto``): ``l_bkij = <f_bij, p_k>``.
+
+    The released code multiplies the student's target embeddings by the (unnormalised)
+    real-domain prototypes and feeds the result to the image-level loss
+    (anurag-198/WDASS@7276a27d916b train.py:473-477; weight ``protowt`` 1.0, train.py:479,
+    inside the image term's start switch, train.py:491 and :541).
+
+    Shapes: embed B x D x h x w, prototypes K x D -> B x K x h x w (the prototypes are
+    used as given, e.g. detached; gradients reach both when they require them).
+    """
+    if embed.dim() != 4 or prototypes.dim() != 2 or embed.shape[1] != prototypes.shape[1]:
+        raise ValueError(f"embed must be B x D x h x w and prototypes K x D with the same D, got "
+                         f"{tuple(embed.shape)} and {tuple(prototypes.shape)}")
+    return torch.einsum("bdhw,kd->bkhw", embed, prototypes.to(embed.dtype))
+
+
 def pooled_logits(logits: Tensor) -> Tensor:
     """Normalised log-sum-exp pooling, B x K x H x W -> B x K: logsumexp_i(logit) - log(HW)."""
     if not isinstance(logits, Tensor):
