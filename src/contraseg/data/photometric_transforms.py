@@ -22,7 +22,8 @@ return one of the same shape and dtype; labels are never touched.
   (renqinghuaha/ProAC_TCSVT2024@084d77d372b7 UDA/configs/ssl.yml:78, drawn as
   ``random.uniform(-hue, hue)`` in UDA/augmentations/augmentations.py:95) with
   brightness / contrast / saturation 0.5 (ssl.yml:79-81); WDASS 0.25 for all four
-  (anurag-198/WDASS@7276a27d916b command_line/arguments.py:54, datasets/__init__.py:108).
+  (anurag-198/WDASS@7276a27d916b command_line/arguments.py:54, datasets/__init__.py:108-112;
+  hue drawn ``np.random.uniform(-hue, hue)`` at transforms/transforms.py:353).
   Deliberate difference: the order is fixed (b, c, s, then hue) so that a config without
   hue jitter draws exactly what it drew before; ProAC applies hue first
   (ssl.yml:77-81), WDASS shuffles the order each call (transforms/transforms.py:357).

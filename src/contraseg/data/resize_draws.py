@@ -21,7 +21,10 @@ For a base of ``H x W`` (``base_size`` or the input's own size) and a scale
   fixed at (0.5, 1.5); contraseg takes it from ``scale_range``.
 * both: the ``scale_to_width`` size, then the aspect factors ``w sqrt(a)``, ``h / sqrt(a)``.
 
-Every side is at least 1.
+Every side is at least 1. Interpolation stays contraseg's (image bilinear with antialiasing,
+labels nearest): a deliberate difference from openseg's ``cv2.INTER_CUBIC`` image resize
+(cv2_aug_transforms.py:373; labels ``INTER_NEAREST``, :376) and equal in kind to ProAC's PIL
+``BILINEAR`` / ``NEAREST`` (augmentations.py:375-376).
 """
 
 from __future__ import annotations
