@@ -45,7 +45,7 @@ def _contraseg_cell(result: ItemResult) -> str:
     parts = []
     for check in item.checks:
         if check.key in result.values:
-            part = f"`{check.key}` = {_cell(result.values[check.key])}"
+            part = f"`{_cell(check.key)}` = {_cell(result.values[check.key])}"
             if part not in parts:
                 parts.append(part)
     return "<br>".join(parts)
