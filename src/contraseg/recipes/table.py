@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from ..engine.config_schema import ConfigError
 from .compare import ItemResult, compare_item, resolve_recipe
 from .manifest import Manifest, load_manifest, manifest_paths
 
@@ -34,7 +35,10 @@ def _cell(value: Any) -> str:
 
 def check_manifest(manifest: Manifest, root: Path, overrides: tuple[str, ...] = ()) -> list[ItemResult]:
     """Resolve the manifest's recipe config and compare every item."""
-    resolved = resolve_recipe(root / manifest.config, overrides)
+    try:
+        resolved = resolve_recipe(root / manifest.config, overrides)
+    except ConfigError as err:
+        raise ConfigError(f"{manifest.config}: {err}") from None
     return [compare_item(item, resolved) for item in manifest.items]
 
 
