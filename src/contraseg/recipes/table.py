@@ -1,0 +1,120 @@
+"""docs/recipes.md: for each headline experiment, every recipe item with the released value
+(repository file:line), contraseg's resolved value and equal / differs-because."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..engine.config_schema import ConfigError
+from .compare import ItemResult, compare_item, resolve_recipe
+from .manifest import Manifest, load_manifest, manifest_paths
+
+__all__ = ["check_manifest", "render_recipes", "PROAC_SUPERVISED"]
+
+PROAC_SUPERVISED = (
+    "ProAC's fully supervised recipe is **not released**: the release "
+    "(renqinghuaha/ProAC_TCSVT2024@084d77d, README.md:22-24) says only that mmsegmentation trains the "
+    "fully supervised models with the ProAC loss of `loss.py` added (temperature 0.1, 19 classes, "
+    "`loss.py:70`); it ships no mmsegmentation config, schedule, loss weight or crop. The paper's own "
+    "mmsegmentation setting could not be checked here (its project page, "
+    "https://sg-vilab.github.io/publication/luo2024exploring/, gives the abstract only), so contraseg "
+    "ships no ProAC supervised recipe config; `configs/mmseg/` runs ProAC as a regulariser inside "
+    "mmsegmentation's own configs.")
+
+
+def _cell(value: Any) -> str:
+    """A value on one Markdown table line."""
+    text = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    if text.endswith("\n...") or text.endswith(" ..."):
+        text = text[:-4]
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def check_manifest(manifest: Manifest, root: Path, overrides: tuple[str, ...] = ()) -> list[ItemResult]:
+    """Resolve the manifest's recipe config and compare every item."""
+    try:
+        resolved = resolve_recipe(root / manifest.config, overrides)
+    except ConfigError as err:
+        raise ConfigError(f"{manifest.config}: {err}") from None
+    return [compare_item(item, resolved) for item in manifest.items]
+
+
+def _contraseg_cell(result: ItemResult) -> str:
+    item = result.item
+    if not item.checks:
+        return f"(no key) {_cell(item.in_code)}" if item.in_code else "(no key)"
+    parts = []
+    for check in item.checks:
+        if check.key in result.values:
+            part = f"`{_cell(check.key)}` = {_cell(result.values[check.key])}"
+            if part not in parts:
+                parts.append(part)
+    return "<br>".join(parts)
+
+
+def _section(manifest: Manifest, results: list[ItemResult]) -> list[str]:
+    counts = {kind: sum(r.item.kind == kind for r in results) for kind in ("equal", "differs", "not released")}
+    rel = manifest.released
+    lines = [f"## {manifest.title}", "",
+             f"Config: [`{manifest.config}`](../{manifest.config}) · manifest: "
+             f"[`{manifest.path.name}`](../configs/recipes/released/{manifest.path.name}) · released: "
+             f"[{rel['repo']}@{rel['commit'][:7]}](https://github.com/{rel['repo']}/tree/{rel['commit']}) · "
+             f"{len(results)} items: {counts['equal']} equal, {counts['differs']} differ"
+             + (f", {counts['not released']} not released" if counts["not released"] else ""), "",
+             "| item | released value | released at | contraseg (resolved) | equal / differs because |",
+             "|---|---|---|---|---|"]
+    for r in results:
+        item = r.item
+        status = "equal" if item.kind == "equal" else f"**{item.kind}**: {_cell(item.reason)}"
+        if not r.ok:
+            status += f" — DRIFT: {_cell(r.problem)}"
+        lines.append(f"| {item.name} | {_cell(item.value)} | [{item.citation}]({item.url}) | "
+                     f"{_contraseg_cell(r)} | {status} |")
+    return lines + [""]
+
+
+# the issue's order of the headline experiments; others follow by name
+ORDER = ("contrastiveseg_hrnet_w48", "contrastiveseg_hrnet_w48_ocr", "contrastiveseg_hrnet_w48_mem",
+         "contrastiveseg_deeplabv3_r101", "protoseg_hrnet_w48", "wdass_gta_point", "wdass_gta_coarse",
+         "wdass_gta_image", "proac_uda_gta", "proac_uda_synthia")
+
+
+def render_recipes(root: str | Path) -> str:
+    """The text of docs/recipes.md for the manifests under ``root``."""
+    root = Path(root)
+    manifests = sorted((load_manifest(p) for p in manifest_paths(root)),
+                       key=lambda m: (ORDER.index(m.experiment) if m.experiment in ORDER else len(ORDER), m.experiment))
+    sections, summary = [], []
+    for manifest in manifests:
+        results = check_manifest(manifest, root)
+        sections += _section(manifest, results)
+        kinds = [r.item.kind for r in results]
+        drift = sum(not r.ok for r in results)
+        summary.append(f"| [{manifest.title}](#{_anchor(manifest.title)}) | `{Path(manifest.config).name}` | "
+                       f"{kinds.count('equal')} | {kinds.count('differs')} | {kinds.count('not released')} | {drift} |")
+    head = ["# The papers' training recipes, item by item", "",
+            "Generated by `python benchmarks/recipes_table.py` from the manifests in "
+            "`configs/recipes/released/` (released value and source of every recipe item, read from the "
+            "released code) and contraseg's own config loader; do not edit by hand. "
+            "`tests/test_recipes.py` fails when a recipe config drifts from its manifest or this file "
+            "is stale.", "",
+            "Run a recipe (paths under `data/` as in the config; `--set` changes any key):", "",
+            "```bash",
+            "contraseg train configs/recipes/contrastiveseg_hrnet-w48_4xb2-40k_cityscapes-512x1024.yaml",
+            "contraseg adapt configs/recipes/wdass-point_deeplabv2-r101_1xb4+4-150k_gta5-to-cityscapes-512x512.yaml",
+            "```", "",
+            "A recipe states its total batch and world size (`recipe:`); `data.batch_size` is per process. "
+            "Values are compared after a per-item normalisation (e.g. a released `[w, h]` crop as contraseg's "
+            "`[h, w]`, per-group learning-rate multipliers as `optim.head_lr_mult`). A deliberate difference "
+            "is compared with the value the manifest records, so it cannot drift either.", "",
+            "| experiment | config | equal | differs | not released | drift |", "|---|---|---|---|---|---|",
+            *summary, "", "## ProAC, fully supervised", "", PROAC_SUPERVISED, ""]
+    return "\n".join(head + sections)
+
+
+def _anchor(title: str) -> str:
+    keep = "".join(c for c in title.lower() if c.isalnum() or c in " -")
+    return keep.replace(" ", "-")
