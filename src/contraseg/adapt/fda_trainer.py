@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from .fda import amplitude_swap, robust_entropy
+from .fda import amplitude_swap, low_frequency_window, robust_entropy
 from .losses import masked_cross_entropy
 from .trainer import AdaptTrainer
 
@@ -43,6 +43,12 @@ class FDATrainer(AdaptTrainer):
         transform = getattr(self.train_set, "transform", None)
         self.pixel_mean = torch.tensor(getattr(transform, "mean", IMAGENET_MEAN), device=self.device).view(1, 3, 1, 1)
         self.pixel_std = torch.tensor(getattr(transform, "std", IMAGENET_STD), device=self.device).view(1, 3, 1, 1)
+        h, w = self.cfg.data.crop_size
+        b = low_frequency_window(h, w, self.adapt.fda.beta)
+        if self.ctx.is_main:
+            note = " (0: the swap leaves the source unchanged; raise adapt.fda.beta)" if b == 0 else ""
+            print(f"FDA: beta {self.adapt.fda.beta} swaps {b} x {b} corner blocks of the {h} x {w} crops' "
+                  f"amplitude{note}", flush=True)
 
     def styled_source(self, images_s: Tensor, images_t: Tensor) -> Tensor:
         """Normalised source images with the paired target's low-frequency amplitude."""
