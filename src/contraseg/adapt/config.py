@@ -18,6 +18,8 @@ first of which picks ``best.pth``) plus one more top-level section::
               cross_samples, intra_samples, max_views, cross_threshold, intra_threshold,
               prototype_threshold, prototype_momentum, prototype_temperature, warmup_iters}
       fda: {beta, entropy_weight, eta, entropy_start_iter}   # method fda (contraseg.adapt.fda)
+      dacs: {teacher, mix, confidence_weight, photometric, rare_class_sampling, rcs_temperature,
+             rcs_min_pixels, jitter_strength}                # method dacs (contraseg.adapt.dacs_trainer)
 
 The engine keeps ``adapt`` as a plain mapping (``Config.adapt``; its ``Trainer`` refuses
 such configs, ``contraseg train`` says to use ``python -m contraseg.adapt``); this module
@@ -41,6 +43,7 @@ from ..engine.config_schema import ConfigError, build_section, config_field, def
 from ..losses.wdass_contrast import WDASSContrastLoss
 from ..prototypes.estimators import WeakLabelPrototypeEstimator
 from ..prototypes.wdass_estimator import WDASSPrototypeEstimator
+from .dacs_config import DACSConfig
 from .fda_config import FDAConfig
 from .methods import method_names
 
@@ -156,6 +159,7 @@ class AdaptConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     wdass: WDASSConfig = field(default_factory=WDASSConfig)
     fda: FDAConfig = field(default_factory=FDAConfig)
+    dacs: DACSConfig = field(default_factory=DACSConfig)
 
     def target_batch(self, cfg: Config) -> int:
         """Target images per process and step (``data.batch_size`` when not set)."""

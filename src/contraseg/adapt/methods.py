@@ -20,6 +20,7 @@ _BUILTIN: dict[str, str] = {
     "wdass": "contraseg.adapt.wdass_trainer:WDASSTrainer",
     "source_only": "contraseg.adapt.trainer:SourceOnlyTrainer",
     "fda": "contraseg.adapt.fda_trainer:FDATrainer",
+    "dacs": "contraseg.adapt.dacs_trainer:DACSTrainer",
 }
 _REGISTERED: dict[str, Any] = {}
 
