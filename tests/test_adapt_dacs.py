@@ -105,3 +105,33 @@ def test_dacs_with_every_part_off_and_no_confident_pixel(tmp_path):
     trainer.fit()
     train = [r for r in read_jsonl(tmp_path / "unweighted" / "log.jsonl") if r["type"] == "train"]
     assert all(r["ce_mix"] > 0 for r in train)  # weight 1 whatever the confidence
+
+
+def test_dacs_resumes_bit_for_bit(tmp_path):
+    def build(name, resume=None):
+        raw = tiny_config(schedule={"max_iters": 4}, train={"eval_interval": 4},
+                          adapt={"method": "dacs", "target": tiny_dataset("synthetic-target", "train", 4),
+                                 "dacs": {"rcs_min_pixels": 0}, "teacher": {"momentum": 0.99}})
+        cfg = config_from_dict(raw)
+        return build_adapt_trainer(cfg, adapt_section(cfg), tmp_path / name, resume=resume, progress=False)
+
+    straight = build("a")
+    straight.fit()
+    interrupted = build("b")
+    original = interrupted.train_step
+
+    def step(batch):
+        if interrupted.iteration == 2:
+            raise KeyboardInterrupt
+        return original(batch)
+
+    interrupted.train_step = step
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit()
+    resumed = build("b", resume="auto")
+    resumed.fit()
+    assert resumed.iteration == straight.iteration == 4
+    for name, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+    for name, value in straight.teacher.state_dict().items():
+        assert torch.equal(value, resumed.teacher.state_dict()[name]), name
