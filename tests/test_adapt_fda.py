@@ -88,6 +88,8 @@ def test_multiband_average_is_the_mean_of_softmaxes():
     probs = fda.multiband_probabilities([Fixed(v) for v in logits], torch.zeros(2, 3, 8, 8))
     expected = sum(torch.softmax(v, 1) for v in logits) / 3
     assert torch.allclose(probs, expected.expand(2, -1, -1, -1)) and torch.allclose(probs.sum(1), torch.ones(2, 2, 3))
+    ensemble = fda.MultiBandEnsemble([Fixed(v) for v in logits])
+    assert torch.allclose(torch.softmax(ensemble(torch.zeros(2, 3, 8, 8))["logits"], 1), probs, atol=1e-6)
 
 
 def test_config_defaults_are_the_released_values_and_beta_is_checked():
@@ -121,3 +123,21 @@ def test_fda_trains_two_iterations_and_its_checkpoint_pseudo_labels(tmp_path):
                  "--option", "size=[32,64]", "--option", "length=3", "--out", str(out), "--threshold", "0.0",
                  "--device", "cpu"]) == 0
     assert len(list(out.glob("*.png"))) == 3
+    # multi-band transfer: a second beta's run, its predictions averaged with the first's
+    raw["adapt"]["fda"]["beta"] = 0.05
+    cfg = config_from_dict(raw)
+    build_adapt_trainer(cfg, adapt_section(cfg), tmp_path / "run05", progress=False).fit()
+    mbt = tmp_path / "pseudo_mbt"
+    args = ["pseudo-label", str(tmp_path / "run" / "last.pth"), "--dataset", "synthetic-target", "--option",
+            "size=[32,64]", "--option", "length=3", "--threshold", "0.0", "--device", "cpu", "--num-workers", "0"]
+    assert main([*args, "--out", str(mbt), "--average", str(tmp_path / "run05" / "last.pth")]) == 0
+    from contraseg.data import build_dataset
+    from contraseg.data.pseudo_labels import PseudoLabelDir
+    from contraseg.engine.restore import restore_model
+
+    models = [restore_model(tmp_path / name / "last.pth", torch.device("cpu")).model for name in ("run", "run05")]
+    sample = build_dataset("synthetic-target", split="train", size=[32, 64], length=3)[0]
+    probs = fda.multiband_probabilities(models, sample["image"][None])
+    probs = torch.nn.functional.interpolate(probs, size=(32, 64), mode="bilinear", align_corners=False)
+    stored = torch.from_numpy(PseudoLabelDir(mbt).load(sample["name"]).astype(np.int64))
+    assert (stored == probs.argmax(1)[0]).float().mean() > 0.99  # ties aside, the averaged prediction

@@ -92,6 +92,22 @@ def robust_entropy(logits: Tensor, eta: float = RELEASED_ETA) -> Tensor:
     return (entropy.pow(2) + CHARBONNIER_EPS).pow(eta).mean()
 
 
+class MultiBandEnsemble(nn.Module):
+    """Models as one segmentor whose ``logits`` are ``log`` of the MBT mean probabilities,
+    so anything that takes a softmax of the logits (``predict_logits``, pseudo-labelling)
+    gets exactly :func:`multiband_probabilities` (``softmax(log p) = p`` as ``p`` sums to 1)."""
+
+    def __init__(self, models: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if not models:
+            raise ValueError("multi-band averaging needs at least one model")
+        self.members = nn.ModuleList(models)
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        probs = multiband_probabilities(list(self.members), images)
+        return {"logits": probs.clamp_min(torch.finfo(probs.dtype).tiny).log()}
+
+
 @torch.no_grad()
 def multiband_probabilities(models: Sequence[nn.Module], images: Tensor) -> Tensor:
     """MBT: the mean of the models' softmax class probabilities, B x K x h x w
