@@ -71,9 +71,9 @@ def test_a_registered_method_trains_when_the_config_names_it(tmp_path, entropy_m
 
 
 def test_the_method_table_checks_names():
-    assert method_names() == ["self_training", "wdass", "source_only"]
+    assert method_names() == ["self_training", "wdass", "source_only", "fda", "dacs"]
     with pytest.raises(ConfigError, match=r"config key adapt.method: 'entropy_min' is not allowed; "
-                                          r"allowed values: self_training, wdass, source_only"):
+                                          r"allowed values: self_training, wdass, source_only, fda, dacs"):
         adapt_config("entropy_min")
     with pytest.raises(ValueError, match="adaptation method 'wdass' is already registered"):
         register_method(type("AnotherWDASS", (AdaptTrainer,), {"method": "wdass"}))

@@ -258,6 +258,13 @@ def test_prototypes_of_a_collapsed_protoseg_bank(tmp_path, capsys):
     assert report["mean_between_cosine"] == pytest.approx(np.mean(between), abs=1e-6)
     printed = capsys.readouterr().out
     assert "road" in printed and "<- collapsed" in printed
+    rows = report["prototype_diversity"]
+    assert rows["road"]["max_cosine"] == pytest.approx(1.0, abs=1e-6) and rows["road"]["used"] == 1
+    # the pass: 4 images, 7 x 3 labelled road / car and 7 x 2 sky grid pixels each
+    assert [sum(rows[c]["pixels"]) for c in TINY_CLASSES] == [84, 84, 56]
+    assert "prototype use: pixels of viz-tiny-test/val, first 4 images" in printed
+    assert main(["viz", "prototypes", str(ckpt), "--images", "0", "--out", str(out)]) == 0
+    assert "used" not in _read_json(out)["prototype_diversity"]["car"]
 
 
 def test_prototypes_of_a_proac_checkpoint_and_of_a_prototype_file(ckpts, tmp_path, capsys):

@@ -18,6 +18,9 @@ first of which picks ``best.pth``) plus one more top-level section::
               cross_samples, intra_samples, max_views, cross_threshold, intra_threshold,
               prototype_threshold, prototype_momentum, prototype_temperature, warmup_iters,
               start_iter, edge_weight, prototype_image_loss}
+      fda: {beta, entropy_weight, eta, entropy_start_iter}   # method fda (contraseg.adapt.fda)
+      dacs: {teacher, mix, confidence_weight, photometric, rare_class_sampling, rcs_temperature,
+             rcs_min_pixels, jitter_strength}                # method dacs (contraseg.adapt.dacs_trainer)
 
 The engine keeps ``adapt`` as a plain mapping (``Config.adapt``; its ``Trainer`` refuses
 such configs, ``contraseg train`` says to use ``python -m contraseg.adapt``); this module
@@ -41,6 +44,8 @@ from ..engine.config_schema import ConfigError, build_section, config_field, def
 from ..losses.wdass_contrast import WDASSContrastLoss
 from ..prototypes.estimators import WeakLabelPrototypeEstimator
 from ..prototypes.wdass_estimator import WDASSPrototypeEstimator
+from .dacs_config import DACSConfig
+from .fda_config import FDAConfig
 from .methods import method_names
 
 ADAPT_KEY = "adapt"
@@ -184,6 +189,8 @@ class AdaptConfig:
     pseudo_labels: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     wdass: WDASSConfig = field(default_factory=WDASSConfig)
+    fda: FDAConfig = field(default_factory=FDAConfig)
+    dacs: DACSConfig = field(default_factory=DACSConfig)
 
     def target_batch(self, cfg: Config) -> int:
         """Target images per process and step (``data.batch_size`` when not set)."""
@@ -229,6 +236,8 @@ def check_adapt_relations(cfg: Config, adapt: AdaptConfig) -> None:
         if labels.dir is None and labels.checkpoint is None and adapt.init_checkpoint is None:
             raise ConfigError("config key adapt.pseudo_labels: self_training needs pseudo_labels.dir, "
                               "pseudo_labels.checkpoint or adapt.init_checkpoint to label the target")
+    if adapt.fda.beta > 0.5:
+        raise ConfigError(f"config key adapt.fda.beta: {adapt.fda.beta!r} is not allowed; it must be in [0, 0.5]")
     if adapt.method == "wdass":
         if adapt.wdass.weak_labels is None:
             raise ConfigError("config key adapt.wdass.weak_labels: method wdass needs the folder written by "

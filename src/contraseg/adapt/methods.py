@@ -19,6 +19,8 @@ _BUILTIN: dict[str, str] = {
     "self_training": "contraseg.adapt.self_training:SelfTrainingTrainer",
     "wdass": "contraseg.adapt.wdass_trainer:WDASSTrainer",
     "source_only": "contraseg.adapt.trainer:SourceOnlyTrainer",
+    "fda": "contraseg.adapt.fda_trainer:FDATrainer",
+    "dacs": "contraseg.adapt.dacs_trainer:DACSTrainer",
 }
 _REGISTERED: dict[str, Any] = {}
 

@@ -1,5 +1,5 @@
 """``contraseg eval CHECKPOINT [--dataset NAME --root R --split S --option KEY=VALUE ...]
-[--mode whole|slide] [--scales S ...] [--flip] [--out JSON]``
+[--mode whole|slide] [--scales S ...] [--flip] [--perturb SPEC [--perturb-seed N]] [--out JSON]``
 
 Evaluates a checkpoint on its config's evaluation sets (or the one dataset given),
 prints a per-class IoU table and writes the metrics, in percent, as JSON (default:
@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import UserError
 from ._common import add_option_argument, dataset_for_model, in_process_group, parse_options
+from ._perturb import add_perturb_arguments, perturbation_of, perturbed, perturbed_name, perturbed_note
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -34,6 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scales", type=float, nargs="+", help="test-time scales, e.g. 0.75 1.0 1.25")
     parser.add_argument("--flip", action="store_true", default=None, help="add horizontal-flip averaging")
     parser.add_argument("--out", help="JSON output file")
+    add_perturb_arguments(parser)
     parser.add_argument("--device", choices=("cpu", "cuda"), help="device type (default: CUDA if available)")
     parser.add_argument("--num-workers", type=int, default=2, help="data loading workers (default 2)")
     parser.set_defaults(func=run)
@@ -83,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--option needs --dataset (the config's evaluation sets keep their own options)")
     if args.num_workers < 0:
         raise UserError(f"--num-workers must be >= 0, got {args.num_workers}")
+    perturbation = perturbation_of(args)
 
     def evaluate(context: Any) -> tuple[Any, list[Any], dict[str, Any]]:
         restored = restore_model(args.checkpoint, context.device)
@@ -95,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         results: dict[str, Any] = {}
         for ds_cfg in datasets:
             label = dataset_label(ds_cfg)
-            dataset = dataset_for_model(ds_cfg, cfg.eval.resize, len(restored.classes))
+            dataset = perturbed(dataset_for_model(ds_cfg, cfg.eval.resize, len(restored.classes)), perturbation)
             inference = inference_options(cfg)
             progress = progress_reporter(f"eval {label}") if context.is_main else None
             metrics = evaluate_dataset(restored.model, dataset, inference, context.device,
@@ -105,16 +108,18 @@ def run(args: argparse.Namespace) -> int:
             if context.is_main:
                 print(f"{label}: mIoU {100 * metrics['mIoU']:.2f}%  (checkpoint {args.checkpoint}, "
                       f"iteration {restored.iteration}, {inference.mode}, scales {list(inference.scales)}, "
-                      f"flip {inference.flip})")
+                      f"flip {inference.flip}{perturbed_note(perturbation)})")
                 print(format_metrics_table(metrics), flush=True)
         return restored, datasets, results
 
     context, (restored, datasets, results) = in_process_group(args.device, evaluate)
     if context.is_main:
-        out = Path(args.out) if args.out else result_name(args.checkpoint, datasets)
+        out = Path(args.out) if args.out else perturbed_name(result_name(args.checkpoint, datasets), perturbation)
         out.parent.mkdir(parents=True, exist_ok=True)
         percent = {label: metrics_in_percent(m) for label, m in results.items()}
         out.write_text(json.dumps(json_safe({"checkpoint": str(args.checkpoint), "iteration": restored.iteration,
-                                             "unit": "%", "results": percent}), indent=1))
+                                             "unit": "%", "results": percent,
+                                             "perturbation": perturbation.record() if perturbation else None}),
+                                  indent=1))
         print(f"metrics written to {out}")
     return 0

@@ -1,12 +1,14 @@
 """``contraseg pseudo-label CHECKPOINT --dataset NAME [--root R] [--split train]
-[--option KEY=VALUE ...] --out DIR [--threshold 0.9] [--class-percentile P] [--mode whole|slide]``
+[--option KEY=VALUE ...] --out DIR [--threshold 0.9] [--class-percentile P] [--mode whole|slide]
+[--average CHECKPOINT ...]``
 
 Predicts every image of a (target) split with a checkpoint and writes confidence-filtered
 pseudo labels ``DIR/<sample name>.png`` (train ids, 255 = not confident), which
 ``build_dataset(..., pseudo_label_dir=DIR)`` and the self-training configs read back. A
 pixel keeps its predicted class when its max-softmax confidence reaches ``--threshold``
 or, with ``--class-percentile P``, its class's P-quantile of confidences over the whole
-split, capped at ``--threshold``. Prints and writes ``DIR/summary.json``: per class the
+split, capped at ``--threshold``. With ``--average``, the class probabilities are the mean of
+the checkpoints' softmax predictions (FDA's multi-band transfer). Prints and writes ``DIR/summary.json``: per class the
 threshold, predicted and kept pixels.
 """
 
@@ -44,6 +46,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--class-percentile", type=float, metavar="P",
                         help="class-wise thresholds: the P-quantile of each class's confidences (e.g. 0.5)")
     parser.add_argument("--mode", choices=("whole", "slide"), help="inference mode (default: the checkpoint's)")
+    parser.add_argument("--average", nargs="+", default=[], metavar="CHECKPOINT",
+                        help="more checkpoints whose softmax predictions are averaged with CHECKPOINT's "
+                             "(FDA multi-band transfer: the beta 0.01 / 0.05 / 0.09 models)")
     parser.add_argument("--batch-size", type=int, help="images per forward pass (default: the checkpoint's eval one)")
     parser.add_argument("--num-workers", type=int, default=2, help="data loading workers (default 2)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="device type (default: CUDA if available)")
@@ -84,7 +89,16 @@ def run(args: argparse.Namespace) -> int:
         labelling = LabellingOptions(inference=inference_options(cfg).kwargs(),
                                      batch_size=args.batch_size or cfg.eval.batch_size, num_workers=args.num_workers)
         progress = (lambda name: progress_reporter(f"pseudo-label {name}")) if context.is_main else None
-        return generate_pseudo_labels(restored.model, dataset, args.out, threshold=args.threshold,
+        model = restored.model
+        if args.average:
+            from ..adapt.fda import MultiBandEnsemble
+
+            others = [restore_model(path, context.device) for path in args.average]
+            for path, other in zip(args.average, others):
+                if list(other.classes) != list(restored.classes):
+                    raise UserError(f"--average {path}: its classes differ from {args.checkpoint}'s")
+            model = MultiBandEnsemble([model, *(other.model for other in others)]).eval()
+        return generate_pseudo_labels(model, dataset, args.out, threshold=args.threshold,
                                       class_percentile=args.class_percentile, options=labelling,
                                       device=context.device, progress=progress)
 

@@ -50,9 +50,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     protos = actions.add_parser("prototypes", help="prototype cosine heatmap and per-class diversity")
     protos.add_argument("source", help="a checkpoint, or a prototype file written by 'contraseg prototypes make'")
+    protos.add_argument("--images", type=int, default=10,
+                        help="checkpoint: images of its first data.val set over which each prototype's won pixels "
+                             "are counted (default 10; 0 = skip)")
+    protos.add_argument("--device", choices=("cpu", "cuda"), help="device of that pass (default: CUDA if available)")
     protos.add_argument("--dpi", type=int, default=100, help="PNG resolution (default 100)")
     protos.add_argument("--out", required=True, help="output PNG (the numbers go to the same name with .json)")
-    protos.set_defaults(func=run_prototypes)
+    protos.set_defaults(func=run_prototypes, dataset=None, root=None, split=None, dataset_option=[], resize=None)
 
     curves = actions.add_parser("curves", help="loss terms, learning rate and validation mIoU of a run")
     curves.add_argument("run", help="a run folder holding log.jsonl (or the log file itself)")
@@ -249,11 +253,28 @@ def _prototype_source(path: Path) -> tuple[Any, list[str] | None, list[Any] | No
     return protos, list(state.get("classes") or []) or None, list(state.get("palette") or []) or None
 
 
+def _diversity(args: argparse.Namespace, source: Path, protos: Any, is_checkpoint: bool) -> dict[int, Any]:
+    """Per-class within-class cosines, plus (checkpoint, ``--images`` > 0) the pixels each prototype wins."""
+    from ..viz import prototype_diversity, prototype_usage
+
+    if args.images < 0:
+        raise UserError(f"--images must be >= 0, got {args.images}")
+    counts = None
+    if is_checkpoint and args.images > 0:
+        restored, _ = _load_model(str(source), _device(args.device))
+        dataset, label = _build_dataset(args, restored.config, len(restored.classes))
+        restored.model.eval()
+        counts = prototype_usage(restored.model, dataset, protos.vectors, protos.labels, args.images).counts
+        print(f"prototype use: pixels of {label}, first {min(args.images, len(dataset))} images")
+    return prototype_diversity(protos.vectors, protos.labels, counts)
+
+
 def run_prototypes(args: argparse.Namespace) -> int:
     """Cosine heatmap (+ diversity bars), separation summary, JSON."""
     _require_plotting()
     png = _png_path(args.out, args.dpi)
-    from ..viz import class_name, format_prototype_summary, plot_prototype_similarity, prototype_similarity
+    from ..viz import (class_name, format_prototype_diversity, format_prototype_summary, plot_prototype_similarity,
+                       prototype_similarity)
 
     source = Path(args.source)
     protos, classes, palette = _prototype_source(source)
@@ -261,6 +282,9 @@ def run_prototypes(args: argparse.Namespace) -> int:
     summary = dict(similarity.summary)
     names = classes or [str(k) for k in range(int(protos.labels.max()) + 1)]
     print(format_prototype_summary(summary, names))
+    diversity = _diversity(args, source, protos, protos.kind != "file")
+    print(format_prototype_diversity(diversity, names))
+    summary["prototype_diversity"] = {class_name(k, names): row for k, row in diversity.items()}
     if summary["diversity"] is not None:
         summary["diversity"] = {class_name(k, names): v for k, v in summary["diversity"].items()}
     fig = plot_prototype_similarity(similarity, names, palette, title=source.name, dpi=args.dpi)

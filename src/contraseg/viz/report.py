@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 from .cosine_stats import class_name
 
-__all__ = ["format_embedding_stats", "format_prototype_summary", "format_curves_summary"]
+__all__ = ["format_embedding_stats", "format_prototype_summary", "format_prototype_diversity", "format_curves_summary"]
 
 
 def _num(value: float | None, width: int = 7, digits: int = 3) -> str:
@@ -55,6 +55,17 @@ def format_prototype_summary(summary: dict[str, Any], class_names: Sequence[str]
         for k, value in diversity.items():
             flag = "  <- collapsed" if value == value and value > 0.999 else ""
             lines.append(f"  {class_name(k, class_names):<{width}} {_num(value, 7, 4)}{flag}")
+    return "\n".join(lines)
+
+
+def format_prototype_diversity(rows: dict[Any, dict[str, Any]], class_names: Sequence[str]) -> str:
+    """Per class: prototypes, mean / max within-class cosine, prototypes used / pixels."""
+    width = max([len(class_name(k, class_names)) for k in rows] + [5]) + 1
+    lines = [f"{'class':<{width}} {'M':>3} {'mean cos':>8} {'max cos':>8} {'used':>5} {'pixels':>8}"]
+    for k, r in rows.items():
+        used = f"{r['used']:>5d} {sum(r['pixels']):>8d}" if "used" in r else f"{'-':>5} {'-':>8}"
+        lines.append(f"{class_name(k, class_names):<{width}} {r['prototypes']:>3d} {_num(r['mean_cosine'], 8, 4)} "
+                     f"{_num(r['max_cosine'], 8, 4)} {used}")
     return "\n".join(lines)
 
 
