@@ -90,7 +90,9 @@ class SegmentationLoss(nn.Module):
         self.ohem_thresh = float(ohem_thresh)
         self.ohem_min_kept = max(1, int(ohem_min_kept))  # as released: max(1, ohem_minkeep), loss_helper.py:220
         self.ignore_index = int(ignore_index)
-        weight = None if class_weights is None else torch.tensor([float(w) for w in class_weights])
+        # float64, cast to the logits' dtype at each call (a float64 check sees the exact weights)
+        weight = None if class_weights is None else torch.tensor([float(w) for w in class_weights],
+                                                                 dtype=torch.float64)
         self.register_buffer("class_weights", weight, persistent=False)
 
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
