@@ -37,8 +37,8 @@ from .recipe_sections import LossConfig, RecipeConfig, check_recipe_sections
 from .regularisers import REGULARISERS, RegulariserConfig
 
 __all__ = ["Config", "ConfigError", "DataConfig", "DatasetConfig", "EvalConfig", "InferenceMode", "LossConfig",
-           "ModelConfig", "OptimConfig", "RecipeConfig", "RegulariserConfig", "ScheduleConfig", "TrainConfig", "config_from_dict",
-           "config_to_dict"]
+           "ModelConfig", "OptimConfig", "RecipeConfig", "RegulariserConfig", "ScheduleConfig", "TrainConfig",
+           "config_from_dict", "config_to_dict"]
 
 InferenceMode = Literal["whole", "slide"]  # predict_logits over the whole image, or slide a crop over it
 

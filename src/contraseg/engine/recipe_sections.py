@@ -86,7 +86,8 @@ def check_recipe_sections(cfg: Any) -> None:
     recipe = cfg.recipe
     if recipe is not None and recipe.total_batch_size != cfg.data.batch_size * recipe.world_size:
         raise ConfigError(f"config key recipe.total_batch_size: {recipe.total_batch_size} != data.batch_size "
-                          f"{cfg.data.batch_size} x recipe.world_size {recipe.world_size} (data.batch_size is per process)")
+                          f"{cfg.data.batch_size} x recipe.world_size {recipe.world_size} "
+                          "(data.batch_size is per process)")
 
 
 def _processes(count: int, unit: str = "process") -> str:

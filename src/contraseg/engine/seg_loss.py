@@ -102,7 +102,8 @@ class SegmentationLoss(nn.Module):
         weight = self.class_weights
         if weight is not None:
             if weight.numel() != logits.shape[1]:
-                raise ValueError(f"loss.class_weights has {weight.numel()} weights, the logits {logits.shape[1]} classes")
+                raise ValueError(f"loss.class_weights has {weight.numel()} weights, the logits "
+                                 f"{logits.shape[1]} classes")
             weight = weight.to(device=logits.device, dtype=logits.dtype)
         valid = labels != self.ignore_index
         if not bool(valid.any()):
