@@ -125,6 +125,14 @@ def test_ohem_keeps_only_hard_pixels():
     assert float(loss(logits, labels)) == pytest.approx(math.log(2.0))
 
 
+def test_auxiliary_loss_is_weighted_ce_even_under_ohem():
+    logits, labels = _inputs(k=4, seed=2)
+    w = [0.8, 1.2, 1.0, 1.5]
+    loss = SegmentationLoss("ohem", w, ohem_thresh=0.3, ohem_min_kept=1)
+    assert float(loss.auxiliary(logits, labels)) == pytest.approx(reference_ce(logits, labels, w), rel=1e-9)
+    assert float(loss(logits, labels)) != pytest.approx(reference_ce(logits, labels, w), rel=1e-3)
+
+
 def test_no_labelled_pixel_gives_zero_with_a_graph():
     logits = torch.randn(1, 3, 2, 2, requires_grad=True)
     labels = torch.full((1, 2, 2), IGNORE)
@@ -190,13 +198,21 @@ def test_aux_weight_key_and_default(tmp_path):
     model = build_segmentor("resnet18", "ocr", num_classes=4, embed_dim=8, head_channels=16)
     images, labels = torch.randn(2, 3, 32, 32), torch.randint(0, 4, (2, 32, 32))
     results = {}
-    for aux_weight in (None, 1.0):
+    for aux_weight in (None, 1.0):  # the OHEM main loss; the aux term is weighted CE
         state = {k: v.clone() for k, v in model.state_dict().items()}
         optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
         parts = StepParts(model, model, Regulariser(), optimizer, resolve_precision("off", torch.device("cpu")),
-                          aux_weight=aux_weight, seg_loss=SegmentationLoss("ce"))
+                          aux_weight=aux_weight, seg_loss=SegmentationLoss("ohem", [1.0, 2.0, 1.0, 1.0]))
         model.eval()  # the same batch-norm statistics both times
         results[aux_weight] = training_step(parts, images, labels, 0)
         model.load_state_dict(state)
     assert model.aux_loss_weight == 0.4
     assert float(results[None]["aux_ce"]) == pytest.approx(0.4 * float(results[1.0]["aux_ce"]), rel=1e-5)
+    out = {k: v.float() for k, v in model(images).items()}
+    expected = SegmentationLoss("ce", [1.0, 2.0, 1.0, 1.0])(out["aux_logits"], labels)
+    assert float(results[1.0]["aux_ce"]) == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_aux_weight_without_an_aux_head_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="config key loss.aux_weight: 0.4 is set but the model has no auxiliary head"):
+        Trainer(config_from_dict(tiny_config(loss={"aux_weight": 0.4})), tmp_path, progress=False)

@@ -14,7 +14,8 @@ recipe's own statement of what it is (``recipe:``), with their checks.
                    ContrastiveSeg@287e5d3 configs/cityscapes/H_48_D_4.json:86 "aux_loss": 0.4,
                    read by lib/loss/loss_helper.py:280)
 
-The same loss (and its class weights) supervises the auxiliary logits. Adaptation
+The auxiliary logits get the class-weighted cross-entropy (never OHEM, as openseg's
+``FSAuxOhemCELoss``). Adaptation
 methods other than ``source_only`` compute their own cross-entropies and refuse a
 non-default ``loss:`` section (``contraseg.engine.trainer``).
 

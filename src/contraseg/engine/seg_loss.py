@@ -18,7 +18,11 @@ set V of labelled pixels (label != ignore_index), with p_i = softmax(logits_i)[y
               L = mean_{i in V, p_i < threshold} w[y_i] * (-log p_i)
 
 With no labelled pixel both give 0 (connected to the graph). ``w`` is 1 for every class
-without ``class_weights``.
+without ``class_weights``. An auxiliary head (OCR, DSN) is supervised by the weighted
+``ce`` in both cases (:meth:`SegmentationLoss.auxiliary`), as openseg's ``FSAuxOhemCELoss``
+does (lib/loss/loss_helper.py:264-281). The released code has no class named
+``OhemCrossEntropy2d``; ``FSOhemCELoss`` (loss type ``fs_ohemce_loss``,
+lib/loss/loss_manager.py:29) is openseg's OHEM.
 
 Class-weight presets (``loss.class_weights: <name>``): :data:`CLASS_WEIGHT_PRESETS`.
 """
@@ -97,6 +101,14 @@ class SegmentationLoss(nn.Module):
 
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
         """The scalar loss of ``logits`` B x K x h x w (upsampled to H x W) and ``labels`` B x H x W."""
+        return self._loss(logits, labels, self.name)
+
+    def auxiliary(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """The auxiliary head's loss: the class-weighted cross-entropy even under OHEM, as
+        openseg's ``FSAuxOhemCELoss`` (loss_helper.py:268 and :278, ``FSCELoss`` on the aux output)."""
+        return self._loss(logits, labels, "ce")
+
+    def _loss(self, logits: Tensor, labels: Tensor, name: str) -> Tensor:
         if logits.shape[-2:] != labels.shape[-2:]:
             logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
         weight = self.class_weights
@@ -108,7 +120,7 @@ class SegmentationLoss(nn.Module):
         valid = labels != self.ignore_index
         if not bool(valid.any()):
             return logits.sum() * 0.0
-        if self.name == "ce":
+        if name == "ce":
             return F.cross_entropy(logits, labels, weight=weight, ignore_index=self.ignore_index)
         per_pixel = F.cross_entropy(logits, labels, weight=weight, ignore_index=self.ignore_index, reduction="none")
         with torch.no_grad():
@@ -129,7 +141,16 @@ class SegmentationLoss(nn.Module):
         return text
 
 
-def build_segmentation_loss(cfg: Any, num_classes: int, ignore_index: int = 255) -> SegmentationLoss:
-    """The :class:`SegmentationLoss` of a ``loss:`` section for a K-class training set."""
+def build_segmentation_loss(cfg: Any, num_classes: int, ignore_index: int = 255,
+                            model: nn.Module | None = None) -> SegmentationLoss:
+    """The :class:`SegmentationLoss` of a ``loss:`` section for a K-class training set.
+
+    Raises:
+        ValueError: ``loss.aux_weight`` is set but ``model`` has no auxiliary head (its
+            ``aux_loss_weight`` is 0), or the class weights do not fit (one line each).
+    """
+    if cfg.aux_weight is not None and model is not None and not float(getattr(model, "aux_loss_weight", 0.0)):
+        raise ValueError(f"config key loss.aux_weight: {cfg.aux_weight} is set but the model has no auxiliary head "
+                         "(OCR has one); remove the key")
     weights = resolve_class_weights(cfg.class_weights, num_classes)
     return SegmentationLoss(cfg.name, weights, cfg.ohem_thresh, cfg.ohem_min_kept, ignore_index)

@@ -140,7 +140,7 @@ class Trainer:
         self.model = model
         self.regulariser = build_regulariser(cfg.regulariser, self.num_classes, cfg.model.embed_dim,
                                              self.ignore_index).to(self.device)
-        self.seg_loss = build_segmentation_loss(cfg.loss, self.num_classes, self.ignore_index).to(self.device)
+        self.seg_loss = build_segmentation_loss(cfg.loss, self.num_classes, self.ignore_index, model).to(self.device)
         self.optimizer = build_optimizer(split_parameters(model), cfg.optim)
         self.precision = resolve_precision(cfg.train.amp, self.device)
         self.schedule = PolyLR(cfg.schedule)
