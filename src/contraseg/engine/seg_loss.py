@@ -17,7 +17,8 @@ set V of labelled pixels (label != ignore_index), with p_i = softmax(logits_i)[y
 
               L = mean_{i in V, p_i < threshold} w[y_i] * (-log p_i)
 
-With no labelled pixel both give 0 (connected to the graph). ``w`` is 1 for every class
+With no labelled pixel both give NaN, as ``F.cross_entropy`` does (and as before: the
+trainer's non-finite-loss check then names the usual causes). ``w`` is 1 for every class
 without ``class_weights``. An auxiliary head (OCR, DSN) is supervised by the weighted
 ``ce`` in both cases (:meth:`SegmentationLoss.auxiliary`), as openseg's ``FSAuxOhemCELoss``
 does (lib/loss/loss_helper.py:264-281). The released code has no class named
@@ -118,9 +119,7 @@ class SegmentationLoss(nn.Module):
                                  f"{logits.shape[1]} classes")
             weight = weight.to(device=logits.device, dtype=logits.dtype)
         valid = labels != self.ignore_index
-        if not bool(valid.any()):
-            return logits.sum() * 0.0
-        if name == "ce":
+        if name == "ce" or not bool(valid.any()):  # no labelled pixel: NaN, as F.cross_entropy gives
             return F.cross_entropy(logits, labels, weight=weight, ignore_index=self.ignore_index)
         per_pixel = F.cross_entropy(logits, labels, weight=weight, ignore_index=self.ignore_index, reduction="none")
         with torch.no_grad():
