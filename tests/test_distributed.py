@@ -39,6 +39,7 @@ def test_two_rank_training_and_sharded_evaluation(tmp_path):
         data={"val": [tiny_dataset("synthetic-target", "val", 5), tiny_dataset("synthetic-source", "val", 3)]},
         schedule={"max_iters": 3}, regulariser={"name": "proac"},
         train={"eval_interval": 3, "checkpoint_interval": 3},
+        recipe={"paper": "ContrastiveSeg", "world_size": 2, "total_batch_size": 4},
     )
     path = write_yaml(tmp_path / "ddp.yaml", config)
     run_dir = tmp_path / "run"
@@ -46,6 +47,8 @@ def test_two_rank_training_and_sharded_evaluation(tmp_path):
     trained = torchrun("train", str(path), "--run-dir", str(run_dir), "--device", "cpu")
     assert trained.returncode == 0, trained.stdout + trained.stderr
     assert trained.stdout.count("done: 3 iterations") == 1  # only rank 0 reports
+    batch_lines = [line for line in trained.stdout.splitlines() if line.startswith("total batch")]
+    assert batch_lines == ["total batch 4 = 2 x 2 processes, as the recipe ContrastiveSeg: 4 = 2 x 2 GPUs"]
     records = read_jsonl(run_dir / "log.jsonl")
     assert [r["iteration"] for r in records if r["type"] == "train"] == [1, 2, 3]  # one writer
     assert [r["dataset"] for r in records if r["type"] == "eval"] == ["synthetic-target/val", "synthetic-source/val"]

@@ -164,7 +164,7 @@ def test_weight_warms_up_linearly():
     reg = Regulariser(0.5, warmup_iters=4)
     assert [reg.weight_at(i) for i in range(6)] == [0.0, 0.125, 0.25, 0.375, 0.5, 0.5]
     assert Regulariser(0.5).weight_at(0) == 0.5
-    with pytest.raises(ValueError, match="weight and warmup_iters must be >= 0, got -1.0 and 0"):
+    with pytest.raises(ValueError, match="weight, warmup_iters and start_iter must be >= 0, got -1.0, 0 and 0"):
         Regulariser(-1.0)
 
 

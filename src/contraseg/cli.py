@@ -22,6 +22,7 @@ from .errors import Interrupted, UserError, add_debug_argument, report_errors
 COMMANDS = (
     "train",
     "adapt",
+    "config",
     "eval",
     "predict",
     "convert_checkpoint",

@@ -16,10 +16,14 @@ Sections::
     optim         SGD or AdamW, learning rates, weight decay, gradient clipping
     schedule      iterations and the poly learning-rate schedule with warm-up
     regulariser   the contrastive term added to cross-entropy
+    loss          the segmentation loss: ce / ohem, class weights, aux weight
+                  (:mod:`contraseg.engine.recipe_sections`)
     train         seed, mixed precision, logging/eval/checkpoint intervals
     eval          inference mode (whole / slide), scales, flip
     adapt         domain adaptation, parsed and run by ``contraseg adapt``
                   (:mod:`contraseg.adapt.config`); null for plain training
+    recipe        optional: the released experiment, its world size and total batch
+                  (:mod:`contraseg.engine.recipe_sections`)
 """
 
 from __future__ import annotations
@@ -29,11 +33,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .config_schema import ConfigError, build_section, config_field, size_field
+from .recipe_sections import LossConfig, RecipeConfig, check_recipe_sections
 from .regularisers import REGULARISERS, RegulariserConfig
 
-__all__ = ["Config", "ConfigError", "DataConfig", "DatasetConfig", "EvalConfig", "InferenceMode", "ModelConfig",
-           "OptimConfig", "RegulariserConfig", "ScheduleConfig", "TrainConfig", "config_from_dict",
-           "config_to_dict"]
+__all__ = ["Config", "ConfigError", "DataConfig", "DatasetConfig", "EvalConfig", "InferenceMode", "LossConfig",
+           "ModelConfig", "OptimConfig", "RecipeConfig", "RegulariserConfig", "ScheduleConfig", "TrainConfig",
+           "config_from_dict", "config_to_dict"]
 
 InferenceMode = Literal["whole", "slide"]  # predict_logits over the whole image, or slide a crop over it
 
@@ -126,10 +131,14 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    """Iteration budget and poly schedule ``lr * (1 - it / max_iters) ** power``,
-    multiplied during the first ``warmup_iters`` by a linear ramp from ``warmup_ratio`` to 1."""
+    """Iteration budget and poly schedule ``lr * (1 - min(it, T) / T) ** power`` with
+    horizon ``T = poly_iters`` (null: ``max_iters``), multiplied during the first
+    ``warmup_iters`` by a linear ramp from ``warmup_ratio`` to 1 (every trainer, the
+    adaptation trainers included: :class:`contraseg.engine.optim.PolyLR`). ProAC's UDA
+    recipe decays over 62500 iterations and stops at 40000 (``poly_iters: 62500``)."""
 
     max_iters: int = config_field(40000, minimum=1)
+    poly_iters: int | None = config_field(None, minimum=1)
     power: float = config_field(0.9, minimum=0.0)
     warmup_iters: int = config_field(0, minimum=0)
     warmup_ratio: float = config_field(1e-6, minimum=0.0)
@@ -182,6 +191,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     adapt: dict[str, Any] | None = None
+    loss: LossConfig = field(default_factory=LossConfig)
+    recipe: RecipeConfig | None = None
 
 
 # --------------------------------------------------------------------------- checking
@@ -199,6 +210,7 @@ def _check_relations(cfg: Config) -> None:
         )
     if not cfg.data.val:
         raise ConfigError("config key data.val: at least one evaluation dataset is needed")
+    check_recipe_sections(cfg)
     needs = REGULARISERS[cfg.regulariser.name].classifier
     if needs is not None and cfg.model.classifier != needs:
         raise ConfigError(f"config key model.classifier: regulariser {cfg.regulariser.name} needs classifier {needs!r}")

@@ -6,8 +6,11 @@ SGD (DeepLab practice: the head starts from scratch while the backbone is
 pretrained) and 1 for AdamW. Weight decay applies to all parameters.
 
 The schedule is a pure function of the iteration (nothing to save but the
-iteration):  lr_it = base_lr * (1 - it / max_iters) ** power, times a linear ramp
-from ``warmup_ratio`` to 1 over the first ``warmup_iters`` iterations.
+iteration):  lr_it = base_lr * (1 - min(it, T) / T) ** power with the poly horizon
+T = ``poly_iters`` (null: ``max_iters``), times a linear ramp from ``warmup_ratio`` to 1
+over the first ``warmup_iters`` iterations. A horizon beyond ``max_iters`` stops training
+before the lr reaches 0, as ProAC's UDA recipe does (renqinghuaha/ProAC_TCSVT2024@084d77d,
+UDA/configs/ssl.yml:93 "max_iter: 62500" (the poly horizon) and :67 "train_iters: 40000").
 """
 
 from __future__ import annotations
@@ -71,13 +74,14 @@ def build_optimizer(groups: dict[str, Iterable[nn.Parameter]], cfg: OptimConfig)
 class PolyLR:
     """Poly learning-rate schedule with linear warm-up (a function of the iteration).
 
-    ``factor(it) = (1 - it / max_iters) ** power * ramp(it)``, with
+    ``factor(it) = (1 - min(it, T) / T) ** power * ramp(it)``, ``T = poly_iters or max_iters``, with
     ``ramp(it) = warmup_ratio + (1 - warmup_ratio) * it / warmup_iters`` for
     ``it < warmup_iters`` and 1 afterwards.
     """
 
     def __init__(self, cfg: ScheduleConfig) -> None:
         self.max_iters = cfg.max_iters
+        self.horizon = cfg.poly_iters if cfg.poly_iters is not None else cfg.max_iters
         self.power = cfg.power
         self.warmup_iters = cfg.warmup_iters
         self.warmup_ratio = cfg.warmup_ratio
@@ -86,7 +90,7 @@ class PolyLR:
         """The multiplier of every group's ``base_lr`` at ``iteration`` (0-based)."""
         if iteration < 0:
             raise ValueError(f"iteration must be >= 0, got {iteration}")
-        progress = min(iteration, self.max_iters) / self.max_iters
+        progress = min(iteration, self.horizon) / self.horizon
         value = (1.0 - progress) ** self.power
         if iteration < self.warmup_iters:
             value *= self.warmup_ratio + (1.0 - self.warmup_ratio) * iteration / self.warmup_iters

@@ -8,6 +8,13 @@ bf16       bf16                                  bf16 (autocast on CPU)
 fp16       fp16 with a GradScaler                error: fp16 needs CUDA
 off        float32                               float32
 =========  ====================================  ==========================
+
+fp16 always comes with a ``torch.amp.GradScaler`` (its state goes into every training
+checkpoint under ``scaler``), as ProtoSeg released it: tfzhou/ProtoSeg@1c4a778,
+segmentor/trainer.py:156 (``scaler = torch.cuda.amp.GradScaler()``) and :182
+(``with torch.cuda.amp.autocast():``). ContrastiveSeg trains in float32 (``amp: off``).
+Deliberate difference: ProtoSeg re-creates its scaler at every epoch; contraseg keeps one
+for the whole run (and across a resume).
 """
 
 from __future__ import annotations

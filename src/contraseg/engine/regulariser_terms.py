@@ -10,9 +10,18 @@ the checkpoint through ``state_dict``) with one call shape::
 
 ``outputs`` is the segmentor's dict (``embed`` B x D x h x w, ``logits`` B x K x h x w,
 ``prototype_logits`` B x (K*M) x h x w), ``labels`` B x H x W. Each returned term is
-already multiplied by the regulariser weight at ``iteration``:
-``weight * min(1, iteration / warmup_iters)`` (0 at iteration 0 when warming up,
-then a linear ramp; no ramp when ``warmup_iters`` is 0).
+already multiplied by the regulariser weight at the 0-based ``iteration`` i:
+0 for ``i < start_iter`` (a hard start), then ``weight * min(1, (i - start_iter) /
+warmup_iters)`` (a linear ramp from 0; full weight at once when ``warmup_iters`` is 0).
+ContrastiveSeg's release is ``start_iter: 5000`` with no ramp: the contrast is added when
+the 0-based counter ``iters`` (tfzhou/ContrastiveSeg@287e5d3,
+segmentor/tools/module_runner.py:32 ``add(['iters'], 0)``; incremented after the step,
+segmentor/trainer_contrastive.py:267) is ``>= warmup_iters`` (trainer_contrastive.py:209),
+and before that the loss is ``ce + 0 * contrast`` (lib/loss/loss_contrast.py:189). As
+there, the term is still computed before the start (weight 0) and the memory bank is
+still filled after every step: the released memory model returns ``key`` / ``lb_key``
+whenever it trains (lib/models/nets/hrnet.py:182-188), and the trainer enqueues them
+whatever ``with_embed`` is (trainer_contrastive.py:247-252).
 
 A class here is built as ``cls(cfg, context, weight)`` from the ``regulariser:`` config
 section, the model's :class:`RegulariserContext` and the resolved weight; which class a
@@ -51,23 +60,30 @@ class Regulariser(nn.Module):
     Args:
         weight: the weight after warm-up.
         warmup_iters: iterations of the linear ramp from 0 (0 = no ramp).
+        start_iter: the first (0-based) iteration with a non-zero weight; the ramp
+            starts there.
     """
 
     name = "none"
     uses_embedding = False
 
-    def __init__(self, weight: float = 0.0, warmup_iters: int = 0) -> None:
+    def __init__(self, weight: float = 0.0, warmup_iters: int = 0, start_iter: int = 0) -> None:
         super().__init__()
-        if weight < 0 or warmup_iters < 0:
-            raise ValueError(f"weight and warmup_iters must be >= 0, got {weight} and {warmup_iters}")
+        if weight < 0 or warmup_iters < 0 or start_iter < 0:
+            raise ValueError(f"weight, warmup_iters and start_iter must be >= 0, got {weight}, {warmup_iters} "
+                             f"and {start_iter}")
         self.weight = float(weight)
         self.warmup_iters = int(warmup_iters)
+        self.start_iter = int(start_iter)
 
     def weight_at(self, iteration: int) -> float:
-        """``weight * min(1, iteration / warmup_iters)`` (just ``weight`` without warm-up)."""
+        """0 before ``start_iter``, then ``weight * min(1, (iteration - start_iter) /
+        warmup_iters)`` (just ``weight`` without warm-up)."""
+        if iteration < self.start_iter:
+            return 0.0
         if self.warmup_iters <= 0:
             return self.weight
-        return self.weight * min(1.0, max(0, iteration) / self.warmup_iters)
+        return self.weight * min(1.0, (iteration - self.start_iter) / self.warmup_iters)
 
     def terms(self, outputs: dict[str, Tensor], labels: Tensor, model: nn.Module | None) -> dict[str, Tensor]:
         """Unweighted (but relatively scaled) loss terms; none for the base class."""
@@ -83,7 +99,7 @@ class Regulariser(nn.Module):
         """Hook run after the optimiser step (memory enqueue); nothing by default."""
 
     def extra_repr(self) -> str:
-        return f"weight={self.weight}, warmup_iters={self.warmup_iters}"
+        return f"weight={self.weight}, warmup_iters={self.warmup_iters}, start_iter={self.start_iter}"
 
 
 class LossRegulariser(Regulariser):
@@ -93,13 +109,13 @@ class LossRegulariser(Regulariser):
     Args:
         name: the regulariser's name, also the name of its term in the log.
         loss: ``loss(embeddings, labels) -> scalar`` (a ``contraseg.losses`` module).
-        weight, warmup_iters: see :class:`Regulariser`.
+        weight, warmup_iters, start_iter: see :class:`Regulariser`.
     """
 
     uses_embedding = True
 
-    def __init__(self, name: str, loss: nn.Module, weight: float, warmup_iters: int = 0) -> None:
-        super().__init__(weight, warmup_iters)
+    def __init__(self, name: str, loss: nn.Module, weight: float, warmup_iters: int = 0, start_iter: int = 0) -> None:
+        super().__init__(weight, warmup_iters, start_iter)
         self.name = name
         self.loss = loss
 
@@ -117,7 +133,7 @@ class ProACRegulariser(Regulariser):
     uses_embedding = True
 
     def __init__(self, cfg: Any, context: RegulariserContext, weight: float) -> None:
-        super().__init__(weight, cfg.warmup_iters)
+        super().__init__(weight, cfg.warmup_iters, cfg.start_iter)
         from ..losses import ProACLoss
         from ..prototypes import hyperspherical_prototypes, load_prototypes
 
@@ -144,7 +160,7 @@ class PixelContrastRegulariser(Regulariser):
     memory = False  # True: contrast against a pixel / segment memory bank
 
     def __init__(self, cfg: Any, context: RegulariserContext, weight: float) -> None:
-        super().__init__(weight, cfg.warmup_iters)
+        super().__init__(weight, cfg.warmup_iters, cfg.start_iter)
         from ..losses import PixelContrastLoss
 
         bank = None
@@ -152,7 +168,8 @@ class PixelContrastRegulariser(Regulariser):
             from ..sampling import PixelMemoryBank
 
             bank = PixelMemoryBank(context.num_classes, context.embed_dim, pixel_size=cfg.memory_pixel_size,
-                                   segment_size=cfg.memory_segment_size, ignore_index=context.ignore_index)
+                                   segment_size=cfg.memory_segment_size,
+                                   pixels_per_image=cfg.memory_pixels_per_update, ignore_index=context.ignore_index)
         self.loss = PixelContrastLoss(temperature=cfg.temperature, base_temperature=cfg.base_temperature,
                                       max_samples=cfg.max_samples, max_views=cfg.max_views, memory=bank,
                                       ignore_index=context.ignore_index, memory_impl="streaming")
@@ -184,13 +201,17 @@ class MemoryPixelContrastRegulariser(PixelContrastRegulariser):
 
 class ProtoSegRegulariser(Regulariser):
     """ProtoSeg: Sinkhorn assignment of pixels to their class's prototypes (momentum
-    update of the bank inside ``model.prototype_head.assign``), then PPC and PPD."""
+    update of the bank inside ``model.prototype_head.assign``), then PPC and PPD.
+
+    ``regulariser.prototype_momentum``, ``sinkhorn_iters`` and ``sinkhorn_epsilon`` are set
+    on the model's :class:`~contraseg.prototypes.PrototypeBank` (``prototype_head.bank``)
+    at each call, so they follow the config on resume too."""
 
     name = "protoseg"
     uses_embedding = True
 
     def __init__(self, cfg: Any, context: RegulariserContext, weight: float) -> None:
-        super().__init__(weight, cfg.warmup_iters)
+        super().__init__(weight, cfg.warmup_iters, cfg.start_iter)
         from ..losses import PPCLoss, PPDLoss
 
         self.ppc = PPCLoss(ignore_index=context.ignore_index)
@@ -198,12 +219,17 @@ class ProtoSegRegulariser(Regulariser):
         self.ppc_weight = cfg.ppc_weight
         self.ppd_weight = cfg.ppd_weight
         self.ignore_index = context.ignore_index
+        self.bank_settings = {"momentum": float(cfg.prototype_momentum),
+                              "sinkhorn_iterations": int(cfg.sinkhorn_iters),
+                              "sinkhorn_epsilon": float(cfg.sinkhorn_epsilon)}
 
     def terms(self, outputs: dict[str, Tensor], labels: Tensor, model: nn.Module | None) -> dict[str, Tensor]:
         """``{"ppc": ppc_weight * PPC, "ppd": ppd_weight * PPD}`` against the Sinkhorn targets."""
         head = getattr(model, "prototype_head", None)
         if head is None or "prototype_logits" not in outputs:
             raise ValueError("regulariser protoseg needs a segmentor built with classifier='prototype'")
+        for name, value in self.bank_settings.items():
+            setattr(head.bank, name, value)
         plogits = outputs["prototype_logits"]  # B x (K*M) x h x w, used as is (no flattening copy)
         targets = head.assign(outputs["embed"], labels, outputs["logits"], update=self.training,
                               prototype_logits=plogits)

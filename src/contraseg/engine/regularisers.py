@@ -14,7 +14,8 @@ Everything that knows regulariser names reads this table, :data:`REGULARISERS`:
   weights.
 
 =========================  ============================================  ======  =====================================
-name                       terms                                         weight  its keys (besides weight, warmup_iters)
+name                       terms                                         weight  its keys (besides weight, warmup_iters,
+                                                                                 start_iter)
 =========================  ============================================  ======  =====================================
 none                       (none)                                        -
 proac                      ProAC against K fixed hyperspherical          0.1     temperature, prototypes_file,
@@ -22,8 +23,11 @@ proac                      ProAC against K fixed hyperspherical          0.1    
 pixel_contrast             ContrastiveSeg pixel-pixel contrast in the    0.1     temperature, base_temperature,
                            batch                                                 max_samples, max_views
 pixel_contrast_memory      the same against a pixel + segment memory     0.1     the same + memory_pixel_size,
-                           bank, streamed in blocks                              memory_segment_size
-protoseg                   PPC (x ppc_weight) and PPD (x ppd_weight)     1       ppc_weight, ppd_weight
+                           bank, streamed in blocks                              memory_segment_size,
+                                                                                 memory_pixels_per_update
+protoseg                   PPC (x ppc_weight) and PPD (x ppd_weight)     1       ppc_weight, ppd_weight,
+                                                                                 prototype_momentum, sinkhorn_iters,
+                                                                                 sinkhorn_epsilon
 =========================  ============================================  ======  =====================================
 
 Adding a regulariser is its loss (``contraseg/losses/<name>.py``, ``loss(embeddings,
@@ -43,6 +47,7 @@ from typing import Any, Callable, Literal
 from ..losses.pixel_contrast import PixelContrastLoss
 from ..losses.proac import ProACLoss
 from ..losses.protoseg import PPCLoss
+from ..prototypes.bank import PrototypeBank
 from ..prototypes.hypersphere import hyperspherical_prototypes
 from ..sampling.memory_bank import PixelMemoryBank
 from .config_schema import config_field, default_of
@@ -107,13 +112,15 @@ class RegulariserConfig:
 
     ``name`` is a row of :data:`REGULARISERS`; ``weight: null`` is that row's default
     weight (0.1 for ProAC and pixel contrast, 1 for ProtoSeg, whose terms are further
-    scaled by ``ppc_weight`` and ``ppd_weight``); the weight ramps linearly from 0 over
-    ``warmup_iters``."""
+    scaled by ``ppc_weight`` and ``ppd_weight``). The weight is 0 before the 0-based
+    iteration ``start_iter`` (a hard start; ContrastiveSeg released 5000) and ramps
+    linearly from 0 over ``warmup_iters`` from there (0: full weight at once); see
+    :class:`~contraseg.engine.regulariser_terms.Regulariser`."""
 
 
 # The keys of every regulariser: type, default, bounds (name's type becomes the table's names).
 _COMMON = {"name": (str, "none", {}), "weight": (float | None, None, {"minimum": 0.0}),
-           "warmup_iters": (int, 0, {"minimum": 0})}
+           "warmup_iters": (int, 0, {"minimum": 0}), "start_iter": (int, 0, {"minimum": 0})}
 
 REGULARISERS: dict[str, RegulariserSpec] = {}
 
@@ -184,7 +191,8 @@ def build_regulariser(cfg: RegulariserConfig, num_classes: int, embed_dim: int,
     if spec.build is not None:
         return spec.build(cfg, context, weight)
     arguments = {o.argument: getattr(cfg, o.key) for o in spec.options if o.argument is not None}
-    return LossRegulariser(spec.name, spec.loss(**arguments, ignore_index=ignore_index), weight, cfg.warmup_iters)
+    return LossRegulariser(spec.name, spec.loss(**arguments, ignore_index=ignore_index), weight, cfg.warmup_iters,
+                           cfg.start_iter)
 
 
 # --------------------------------------------------------------------------- the built-in rows
@@ -200,13 +208,23 @@ _PIXEL_CONTRAST = (
     RegulariserOption("max_samples", int, default_of(PixelContrastLoss, "max_samples"), 1),
     RegulariserOption("max_views", int, default_of(PixelContrastLoss, "max_views"), 1),
 )
+# pixels enqueued per (image, class) and step, released 10: tfzhou/ContrastiveSeg@287e5d3,
+# configs/cityscapes/H_48_D_4_MEM.json:149 ("pixel_update_freq": 10), read by segmentor/trainer_contrastive.py:126-137.
 _MEMORY = (
     RegulariserOption("memory_pixel_size", int, default_of(PixelMemoryBank, "pixel_size"), 1),
     RegulariserOption("memory_segment_size", int, default_of(PixelMemoryBank, "segment_size"), 1),
+    RegulariserOption("memory_pixels_per_update", int, default_of(PixelMemoryBank, "pixels_per_image"), 1),
 )
 # ProtoSeg's loss weights as released: tfzhou/ProtoSeg@1c4a778, configs/cityscapes/H_48_D_4_proto.json
 # lines 138-139 ("loss_ppc_weight": 0.01, "loss_ppd_weight": 0.001), read by lib/loss/loss_proto.py:62-63.
-_PROTOSEG = (RegulariserOption("ppc_weight", float, 0.01, 0.0), RegulariserOption("ppd_weight", float, 0.001, 0.0))
+# The prototype bank's momentum and Sinkhorn settings as released (PrototypeBank's defaults):
+# gamma 0.999, tfzhou/ProtoSeg@1c4a778 configs/cityscapes/H_48_D_4_proto.json:137 ("gamma": 0.999);
+# 3 iterations and epsilon 0.05, lib/models/modules/sinkhorn.py:5 (distributed_sinkhorn's defaults,
+# called without arguments at lib/models/nets/hrnet.py:103).
+_PROTOSEG = (RegulariserOption("ppc_weight", float, 0.01, 0.0), RegulariserOption("ppd_weight", float, 0.001, 0.0),
+             RegulariserOption("prototype_momentum", float, default_of(PrototypeBank, "momentum"), 0.0),
+             RegulariserOption("sinkhorn_iters", int, default_of(PrototypeBank, "sinkhorn_iterations"), 1),
+             RegulariserOption("sinkhorn_epsilon", float, default_of(PrototypeBank, "sinkhorn_epsilon"), 0.0, True))
 
 register_regulariser(RegulariserSpec("none", None, 0.0, build=_no_regulariser))
 register_regulariser(RegulariserSpec("proac", ProACLoss, 0.1, (

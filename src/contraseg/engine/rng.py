@@ -72,3 +72,16 @@ def seeded_rng(seed: int) -> Iterator[None]:
         random.setstate(py)
         np.random.set_state(npy)
         torch.set_rng_state(tch)
+
+
+def gather_rng_states(distributed: bool, world_size: int) -> list[dict[str, Any]]:
+    """Every rank's RNG state (:func:`capture_rng_state`), in rank order; a collective
+    ``all_gather_object`` under DDP (every rank must call it)."""
+    mine = capture_rng_state()  # CPU tensors and plain values
+    if not distributed:
+        return [mine]
+    import torch.distributed as dist
+
+    everyone: list[Any] = [None] * world_size
+    dist.all_gather_object(everyone, mine)
+    return everyone

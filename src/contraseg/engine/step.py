@@ -4,9 +4,12 @@ Shared by :class:`contraseg.engine.trainer.Trainer` and the ``train-step`` bench
 
     out   = forward(images)                      # under autocast when enabled
     ce    = CE(bilinear-upsample(out["logits"]) to H x W, labels), ignore_index skipped
+            (or the ``loss:`` section's SegmentationLoss: class weights, OHEM; the
+            auxiliary logits get its weighted CE, never OHEM, as openseg does)
     terms = regulariser(out, labels, iteration, model)
-          (+ "aux_ce": model.aux_loss_weight * CE(out["aux_logits"]) when the head gives
-            auxiliary logits: OCR's soft object regions, weight 0.4 as released)
+          (+ "aux_ce": aux_weight * CE(out["aux_logits"]) when the head gives auxiliary
+            logits: OCR's soft object regions; aux_weight = loss.aux_weight, or when
+            null model.aux_loss_weight, 0.4 as released)
     loss  = ce + sum(terms)
     backward (scaled for fp16), optional grad-norm clipping, optimiser step
     regulariser.after_step(out, labels)
@@ -42,6 +45,8 @@ class StepParts:
     precision: Precision
     ignore_index: int = 255
     grad_clip: float | None = None
+    seg_loss: nn.Module | None = None  # loss(logits, labels); None: plain cross-entropy
+    aux_weight: float | None = None  # None: model.aux_loss_weight
 
 
 def training_step(parts: StepParts, images: Tensor, labels: Tensor, iteration: int) -> dict[str, Tensor]:
@@ -50,11 +55,18 @@ def training_step(parts: StepParts, images: Tensor, labels: Tensor, iteration: i
     with parts.precision.autocast():
         raw = parts.forward(images)
     out = {name: value.float() for name, value in raw.items()}  # losses in float32
-    ce = segmentation_loss(out["logits"], labels, parts.ignore_index)
+    def supervised(logits: Tensor, auxiliary: bool = False) -> Tensor:
+        if parts.seg_loss is None:
+            return segmentation_loss(logits, labels, parts.ignore_index)
+        if auxiliary and hasattr(parts.seg_loss, "auxiliary"):  # weighted CE even under OHEM, as released
+            return parts.seg_loss.auxiliary(logits, labels)
+        return parts.seg_loss(logits, labels)
+
+    ce = supervised(out["logits"])
     terms = parts.regulariser(out, labels, iteration, parts.model)
     if "aux_logits" in out:
-        aux = segmentation_loss(out["aux_logits"], labels, parts.ignore_index)
-        terms = {**terms, "aux_ce": float(getattr(parts.model, "aux_loss_weight", 0.4)) * aux}
+        weight = parts.aux_weight if parts.aux_weight is not None else getattr(parts.model, "aux_loss_weight", 0.4)
+        terms = {**terms, "aux_ce": float(weight) * supervised(out["aux_logits"], auxiliary=True)}
     loss = ce + sum(terms.values()) if terms else ce
     parts.optimizer.zero_grad(set_to_none=True)
     scaler = parts.precision.scaler

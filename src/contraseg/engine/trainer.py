@@ -5,7 +5,8 @@ One step::
     images, labels <- next batch of the (seeded, sharded, endless) training stream
     lr             <- poly(iteration) with warm-up, per parameter group
     out            <- model(images)                       (under autocast if enabled)
-    loss           <- CE(upsample(out.logits), labels) + sum of regulariser terms
+    loss           <- seg_loss(upsample(out.logits), labels) + sum of regulariser terms
+                      (seg_loss: the loss section, CE by default; contraseg.engine.seg_loss)
     backward (GradScaler for fp16), optional grad-norm clipping, optimiser step
     regulariser.after_step(out, labels)                  (memory enqueue)
 
@@ -64,8 +65,10 @@ from .optim import PolyLR, build_optimizer, split_parameters
 from .precision import resolve_precision
 from .process_group import ProcessContext, barrier, init_process_group_from_env
 from .regularisers import build_regulariser
+from .seg_loss import build_segmentation_loss
 from .resume import BEST, LAST, checked_config_changes, remove_stale_temporaries, resolve_resume
-from .rng import capture_rng_state, restore_rng_state, seed_everything
+from .recipe_sections import LossConfig, batch_summary
+from .rng import gather_rng_states, restore_rng_state, seed_everything
 from .run_log import RunLogger, json_safe, metrics_in_percent
 from .sampling import stream_loader
 from .step import StepParts, training_step
@@ -96,6 +99,11 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.ctx = context or init_process_group_from_env()
         self.device = self.ctx.device
+        if self.ctx.is_main:  # the first line: the total batch, and the recipe's if it differs
+            print(batch_summary(cfg, self.ctx.world_size), flush=True)
+        if type(self).train_step is not Trainer.train_step and cfg.loss != LossConfig():
+            raise ValueError(f"config key loss: adaptation method {getattr(self, 'method', '?')} computes its own "
+                             "cross-entropies; the loss section applies to plain training and source_only")
         self.resume_changed = resume_changed
         self.config_changes: dict[str, tuple[Any, Any]] = {}
         if self.ctx.is_main:
@@ -132,6 +140,7 @@ class Trainer:
         self.model = model
         self.regulariser = build_regulariser(cfg.regulariser, self.num_classes, cfg.model.embed_dim,
                                              self.ignore_index).to(self.device)
+        self.seg_loss = build_segmentation_loss(cfg.loss, self.num_classes, self.ignore_index, model).to(self.device)
         self.optimizer = build_optimizer(split_parameters(model), cfg.optim)
         self.precision = resolve_precision(cfg.train.amp, self.device)
         self.schedule = PolyLR(cfg.schedule)
@@ -209,18 +218,9 @@ class Trainer:
         if self.config_changes and self.ctx.is_main:
             print(f"resuming with changed config keys: {', '.join(self.config_changes)}", flush=True)
 
-    def _gather_rng_states(self) -> list[dict[str, Any]]:
-        """Every rank's RNG state, in rank order (collective under DDP)."""
-        mine = capture_rng_state()  # CPU tensors and plain values
-        if not self.ctx.distributed:
-            return [mine]
-        everyone: list[Any] = [None] * self.ctx.world_size
-        dist.all_gather_object(everyone, mine)
-        return everyone
-
     def training_state(self) -> dict[str, Any]:
         """The checkpoint dict of the current state (collective under DDP: all ranks call it)."""
-        rng = self._gather_rng_states()
+        rng = gather_rng_states(self.ctx.distributed, self.ctx.world_size)
         return {
             "iteration": self.iteration,
             "config": config_to_yaml(self.cfg),
@@ -259,7 +259,7 @@ class Trainer:
     def train_step(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         """One optimisation step on ``batch``; returns the detached loss terms."""
         parts = StepParts(self.ddp, self.model, self.regulariser, self.optimizer, self.precision,
-                          self.ignore_index, self.cfg.optim.grad_clip)
+                          self.ignore_index, self.cfg.optim.grad_clip, self.seg_loss, self.cfg.loss.aux_weight)
         images = batch["image"].to(self.device, non_blocking=True)
         labels = batch["label"].to(self.device, non_blocking=True)
         return training_step(parts, images, labels, self.iteration)
