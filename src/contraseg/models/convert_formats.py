@@ -111,8 +111,6 @@ def _aspp_layer(source: Mapping[str, Tensor], fmt: str) -> tuple[str, str | None
         return "layer6", "layer5"
     if any(k.startswith("layer5.conv2d_list.") for k in source):
         return "layer5", None
-    if any(k.startswith("decoder.conv2d_list.") for k in source):
-        raise ConversionError(f"{fmt}: 'decoder.conv2d_list.*' is ProAC's UDA DeepLab; use --from proac-deeplab")
     raise ConversionError(f"{fmt}: the checkpoint has no 'layer5.conv2d_list.*' (ASPP classifier); "
                           f"only the AdaptSegNet-style DeepLab-v2 classifier is supported")
 
@@ -120,6 +118,10 @@ def _aspp_layer(source: Mapping[str, Tensor], fmt: str) -> tuple[str, str | None
 def plan_deeplabv2(source: Mapping[str, Tensor], aspp_branches: int | None = None) -> Plan:
     fmt = "deeplabv2-r101"
     refuse_proda(source, fmt)
+    for key, other in (("decoder.conv2d_list.0.weight", "proac-deeplab"), ("classifier.conv2d_list.0.weight",
+                                                                          "fada-deeplabv2")):
+        if key in source:
+            raise ConversionError(f"{fmt}: {key!r} is the {other} layout; use --from {other}")
     require(source, "conv1.weight", fmt)
     layer, aux = _aspp_layer(source, fmt)
     branches = sorted({int(m.group(1)) for k in source if (m := re.match(rf"{layer}\.conv2d_list\.(\d+)\.", k))})

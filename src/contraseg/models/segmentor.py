@@ -5,6 +5,7 @@ Contract (docs/architecture.md)::
     model(images B x 3 x H x W) -> {"logits": B x K x h x w, "embed": B x D x h x w}
 
 ``h x w`` is the grid ``ceil(H / output_stride) x ceil(W / output_stride)`` for any H x W
+(except ``resnet101_deeplabv2``, which keeps the released ceil-mode grid, see :mod:`.deeplabv2_resnet`)
 (``model.output_stride``: the backbone's single-map stride, or the finest pyramid stride
 for the multi-level heads ``fpn`` / ``segformer``); the engine upsamples the logits. A head
 may add outputs: OCR adds ``"aux_logits": B x K x h x w`` (its soft object regions), which
