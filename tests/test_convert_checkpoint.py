@@ -248,8 +248,12 @@ def aspp_reference(s: dict[str, torch.Tensor], x: torch.Tensor, branches: int = 
 
 
 def sane_deeplabv2(seed: int = 0) -> dict[str, torch.Tensor]:
+    return sane(DEEPLABV2, seed)
+
+
+def sane(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, torch.Tensor]:
     """Random values that keep a 101-layer forward finite: small conv weights, BN var ~ 1."""
-    state = random_state(DEEPLABV2, seed)
+    state = random_state(shapes, seed)
     for key, value in state.items():
         if key.endswith("running_var"):
             state[key] = value + 0.5

@@ -15,23 +15,12 @@ import torch.nn.functional as F
 
 from contraseg.models import build_segmentor
 from contraseg.models.convert import ConversionError, convert_state_dict, load_released_state_dict, plan_conversion
-from test_convert_checkpoint import DEEPLABV2, random_state, read_shapes, released_hrnet
+from test_convert_checkpoint import DEEPLABV2, random_state, read_shapes, released_hrnet, sane
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PROAC = read_shapes(FIXTURES / "released_proac_deeplab.txt")[""]
 FADA = read_shapes(FIXTURES / "released_fada_deeplabv2.txt")
 PRODA_LAYER5 = read_shapes(FIXTURES / "released_proda_layer5.txt")[""]
-
-
-def sane(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, torch.Tensor]:
-    """Random values that keep a 101-layer forward finite: He-scaled conv weights, BN var ~ 1."""
-    state = random_state(shapes, seed)
-    for key, value in state.items():
-        if key.endswith("running_var"):
-            state[key] = value + 0.5
-        elif value.dim() == 4:
-            state[key] = (value - 1.0) * (2.0 / value[0].numel()) ** 0.5
-    return state
 
 
 def resnet_v15_reference(s: dict[str, torch.Tensor], x: torch.Tensor, p0: str, first_block_dilated: bool):
