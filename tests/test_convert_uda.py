@@ -149,3 +149,19 @@ def test_hrnet_plans_carry_the_released_options():
     proto = plan_conversion("protoseg-hrnet-w48", source).model_config
     assert proto["hrnet_fusion"] == "interpolate" and proto["projection_norm"] == "width"
     assert "projection_norm" not in plan_conversion("deeplabv2-r101", random_state(DEEPLABV2, 0)).model_config
+
+
+def test_convert_command_stores_the_released_options(tmp_path, capsys):
+    from contraseg.cli import main
+    from contraseg.engine.restore import restore_model
+
+    released = tmp_path / "proac.pkl"
+    torch.save({"DeepLab": {"model_state": sane(PROAC, 5)}, "iter": 1, "best_iou": 0.0}, released)
+    out, kept = tmp_path / "proac.pth", tmp_path / "kept.pth"
+    assert main(["convert-checkpoint", "--from", "proac-deeplab", str(released), str(out)]) == 0
+    assert "released behaviours: eval.align_corners=True" in capsys.readouterr().out
+    restored = restore_model(out)
+    assert restored.config.eval.align_corners is True and restored.config.model.backbone == "resnet101_proac"
+    assert main(["convert-checkpoint", "--from", "proac-deeplab", str(released), str(kept),
+                 "--set", "eval.align_corners=false"]) == 0
+    assert restore_model(kept).config.eval.align_corners is False
