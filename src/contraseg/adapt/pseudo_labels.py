@@ -131,7 +131,8 @@ def predict_with_confidence(model: nn.Module, images: Tensor, size: Sequence[int
 
     probs = predict_logits(model, images, **inference).float()
     if tuple(probs.shape[-2:]) != tuple(size):
-        probs = F.interpolate(probs, size=tuple(size), mode="bilinear", align_corners=False)
+        probs = F.interpolate(probs, size=tuple(size), mode="bilinear",
+                              align_corners=bool(inference.get("align_corners", False)))
     confidence, predictions = probs.max(dim=1)
     return predictions, quantise_confidence(confidence)
 

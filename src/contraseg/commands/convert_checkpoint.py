@@ -1,12 +1,15 @@
 """``contraseg convert-checkpoint --from FORMAT IN.pth OUT.pth [--config CFG.yaml] [--set KEY=VALUE ...]``
 
 Converts a released checkpoint of ContrastiveSeg / ProtoSeg (openseg HRNet-W48) or of the
-DeepLab-v2 UDA line into a contraseg checkpoint: the weights (loaded with
+DeepLab-v2 UDA line (AdaptSegNet, FDA, FADA, ProAC) into a contraseg checkpoint: the weights (loaded with
 ``strict=True`` into the rebuilt model before anything is written), the model keywords,
 the class names and a full training config, so that ``contraseg eval OUT.pth`` (and
 ``predict``, ``pseudo-label``, fine-tuning) need nothing else. The config is ``--config``
 (its ``model`` section is replaced by the converted model's) or, without it, Cityscapes
-at ``data/cityscapes``; ``--set`` overrides either. The file is written atomically.
+at ``data/cityscapes``; ``--set`` overrides either. The released model's parameter-free
+behaviours are stored with it (``model.projection_norm``, ``model.hrnet_fusion`` from the
+format, ``eval.align_corners: true`` unless ``--set eval.align_corners=...``), so
+evaluating the file computes what the released model computed. The file is written atomically.
 """
 
 from __future__ import annotations
@@ -27,7 +30,14 @@ _DEFAULT_EVAL = {
     "openseg-hrnet-w48": {"mode": "slide", "crop_size": [512, 1024], "stride": [341, 682]},
     "protoseg-hrnet-w48": {"mode": "slide", "crop_size": [512, 1024], "stride": [341, 682]},
     "deeplabv2-r101": {"mode": "whole"},
+    "proac-deeplab": {"mode": "whole"},
+    "fada-deeplabv2": {"mode": "whole"},
 }
+# Every released tester upsamples logits with align_corners=True: ContrastiveSeg / ProtoSeg
+# segmentor/tester.py:326, ProAC UDA/train.py:200, FADA test.py:38, FDA evaluation_multi.py:144.
+_RELEASED_ALIGN_CORNERS = True
+# Model options whose contraseg default differs from the release; a format sets them in its plan.
+_OPTION_DEFAULTS = {"projection_norm": "channels", "hrnet_fusion": "pad"}
 # ModelConfig fields a conversion sets (the rest of the config is the user's).
 _MODEL_FIELDS = ("backbone", "head", "embed_dim", "projection", "classifier", "num_prototypes", "output_stride",
                  "prototype_feat_norm")
@@ -103,6 +113,10 @@ def run(args: argparse.Namespace) -> int:
     for key in _MODEL_FIELDS:
         if key in plan.model_config and hasattr(cfg.model, key):
             setattr(cfg.model, key, plan.model_config[key])
+    for key, default in _OPTION_DEFAULTS.items():
+        setattr(cfg.model, key, plan.model_config.get(key, default))
+    if not any(o.split("=", 1)[0].strip() == "eval.align_corners" for o in args.overrides):
+        cfg.eval.align_corners = _RELEASED_ALIGN_CORNERS
     cfg.model.pretrained = None
     cfg = config_from_dict(config_to_dict(cfg))  # the other sections must suit the converted model
     info = _dataset_info(cfg.data.train.name)
@@ -129,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"model: {model_config['backbone']} + {model_config['head']} head, projection "
           f"{model_config['projection']}, classifier {model_config['classifier']}, {num_classes} classes "
           f"({cfg.data.train.name})")
+    released = [f"model.{k}={model_config[k]}" for k in _OPTION_DEFAULTS if k in model_config]
+    print(f"released behaviours: {', '.join(released + [f'eval.align_corners={cfg.eval.align_corners}'])}")
     print(conversion.summary())
     for key, reason in sorted(conversion.dropped.items()):
         print(f"dropped {key}: {reason}")

@@ -69,7 +69,7 @@ def segmentor_kwargs(cfg: ModelConfig, num_classes: int) -> dict[str, Any]:
     """``build_segmentor`` keyword arguments of a model section for K classes.
 
     ``prototype_feat_norm`` is included only for the prototype classifier and
-    ``head_channels`` only when set, so the kwargs of every other model (and the
+    ``head_channels``, ``projection_norm`` and ``hrnet_fusion`` only when not the default, so the kwargs of every other model (and the
     checkpoints that store them) are unchanged.
     """
     kwargs = {
@@ -87,6 +87,9 @@ def segmentor_kwargs(cfg: ModelConfig, num_classes: int) -> dict[str, Any]:
         kwargs["prototype_feat_norm"] = cfg.prototype_feat_norm
     if cfg.head_channels is not None:
         kwargs["head_channels"] = cfg.head_channels
+    for key, default in (("projection_norm", "channels"), ("hrnet_fusion", "pad")):
+        if getattr(cfg, key) != default:  # released behaviours (converted checkpoints) only
+            kwargs[key] = getattr(cfg, key)
     return kwargs
 
 

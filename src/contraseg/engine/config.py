@@ -63,6 +63,11 @@ class ModelConfig:
     output_stride: Literal[8, 16, 32] = 8
     pretrained: str | None = None
     sync_bn: bool = True
+    # Released behaviours for converted checkpoints (issue 22; contraseg's fixes stay the defaults):
+    # projection_norm "width" = ProtoSeg's F.normalize(dim=-1); hrnet_fusion "interpolate" = openseg's
+    # size-targeted branch fusion (see contraseg.models.projection / contraseg.models.hrnet).
+    projection_norm: Literal["channels", "width"] = "channels"
+    hrnet_fusion: Literal["pad", "interpolate"] = "pad"
 
 
 @dataclass
@@ -176,6 +181,9 @@ class EvalConfig:
     scales: list[float] = config_field(factory=lambda: [1.0], minimum=0.0, exclusive=True)
     flip: bool = False
     batch_size: int = config_field(1, minimum=1)
+    # Logit upsampling to the input / label size: bilinear with this align_corners (the openseg,
+    # ProAC and AdaptSegNet testers use True; contraseg's default False). Issue 22.
+    align_corners: bool = False
 
 
 @dataclass

@@ -23,18 +23,20 @@ from .sampling import shard_indices
 @dataclass
 class InferenceOptions:
     """How ``predict_logits`` runs: ``mode`` whole or slide, slide ``crop_size``/``stride``
-    as (h, w), test-time ``scales`` and horizontal ``flip``."""
+    as (h, w), test-time ``scales``, horizontal ``flip`` and the ``align_corners`` of
+    every bilinear resize (``eval.align_corners``)."""
 
     mode: str = "whole"
     crop_size: tuple[int, int] | None = None
     stride: tuple[int, int] | None = None
     scales: Sequence[float] = (1.0,)
     flip: bool = False
+    align_corners: bool = False
 
     def kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``predict_logits``."""
         return {"mode": self.mode, "crop_size": self.crop_size, "stride": self.stride,
-                "scales": tuple(self.scales), "flip": self.flip}
+                "scales": tuple(self.scales), "flip": self.flip, "align_corners": self.align_corners}
 
 
 def inference_options(cfg: Any) -> InferenceOptions:
@@ -43,7 +45,8 @@ def inference_options(cfg: Any) -> InferenceOptions:
     two thirds of the crop)."""
     crop = tuple(cfg.eval.crop_size or cfg.data.crop_size)
     stride = tuple(cfg.eval.stride) if cfg.eval.stride else tuple(max(1, (2 * c) // 3) for c in crop)
-    return InferenceOptions(cfg.eval.mode, crop, stride, tuple(cfg.eval.scales), cfg.eval.flip)
+    return InferenceOptions(cfg.eval.mode, crop, stride, tuple(cfg.eval.scales), cfg.eval.flip,
+                            cfg.eval.align_corners)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -89,7 +92,8 @@ def evaluate_confusion(
             else:
                 logits = predict_logits(net, images, **options.kwargs())
             if tuple(logits.shape[-2:]) != tuple(labels.shape[-2:]):  # image resized, label native
-                logits = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False)
+                logits = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear",
+                                       align_corners=options.align_corners)
             confusion += confusion_matrix(logits.argmax(1), labels, num_classes, ignore_index)
             done += images.shape[0]
             if progress is not None:

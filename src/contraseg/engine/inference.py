@@ -9,6 +9,10 @@ where ``infer`` is either one forward pass upsampled to the input size (``"whole
 the sliding-window average ``sum_windows softmax(window logits) / count`` (``"slide"``),
 ``count`` being how many windows cover each pixel.
 
+Every resize is bilinear with ``align_corners`` (default False; True reproduces the
+openseg / ProAC / AdaptSegNet testers, e.g. ContrastiveSeg@287e5d3
+segmentor/tester.py:305,326 and ProAC@084d77d UDA/train.py:200).
+
 Neither function changes ``model.train()`` / ``model.eval()``: put the model in eval
 mode first.
 """
@@ -47,14 +51,14 @@ def _model_logits(model: Callable[[Tensor], Any], images: Tensor) -> Tensor:
     return out
 
 
-def _whole(model: Callable[[Tensor], Any], images: Tensor, softmax: bool) -> Tensor:
+def _whole(model: Callable[[Tensor], Any], images: Tensor, softmax: bool, align_corners: bool = False) -> Tensor:
     """One forward pass, logits bilinearly upsampled to the input size, then softmax.
 
     ``B x C x H x W -> B x K x H x W``.
     """
     logits = _model_logits(model, images)
     if logits.shape[-2:] != images.shape[-2:]:
-        logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=align_corners)
     return logits.softmax(dim=1) if softmax else logits
 
 
@@ -74,6 +78,7 @@ def _slide(
     crop: tuple[int, int],
     stride: tuple[int, int],
     softmax: bool,
+    align_corners: bool = False,
 ) -> Tensor:
     """Sliding-window inference, ``B x C x H x W -> B x K x H x W``.
 
@@ -89,7 +94,7 @@ def _slide(
     for top in window_starts(full_h, crop[0], stride[0]):
         for left in window_starts(full_w, crop[1], stride[1]):
             window = padded[:, :, top : top + crop[0], left : left + crop[1]]
-            probs = _whole(model, window, softmax)
+            probs = _whole(model, window, softmax, align_corners)
             if total is None:
                 total = probs.new_zeros((padded.shape[0], probs.shape[1], full_h, full_w))
             total[:, :, top : top + crop[0], left : left + crop[1]] += probs
@@ -108,6 +113,7 @@ def predict_logits(
     scales: Sequence[float] = (1.0,),
     flip: bool = False,
     softmax: bool = True,
+    align_corners: bool = False,
 ) -> Tensor:
     """Class probabilities ``B x K x H x W`` for ``images B x C x H x W``.
 
@@ -122,6 +128,8 @@ def predict_logits(
         scales: resize factors of the input; the outputs are resized back to H x W.
         flip: also infer on the horizontally flipped image and flip the result back.
         softmax: average softmax probabilities (default) or, if False, raw logits.
+        align_corners: of every bilinear resize (logits to the input, input to a scale
+            and back); True as the released openseg / ProAC testers.
 
     Returns:
         ``B x K x H x W``, the mean over scales, flips and overlapping windows.
@@ -155,18 +163,18 @@ def predict_logits(
     for scale in scales:
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
         scaled = images if size == (height, width) else F.interpolate(
-            images, size=size, mode="bilinear", align_corners=False
+            images, size=size, mode="bilinear", align_corners=align_corners
         )
         for flipped in flips:
             batch = scaled.flip(-1) if flipped else scaled
             if mode == "whole":
-                out = _whole(model, batch, softmax)
+                out = _whole(model, batch, softmax, align_corners)
             else:
-                out = _slide(model, batch, crop, step, softmax)  # type: ignore[arg-type]
+                out = _slide(model, batch, crop, step, softmax, align_corners)  # type: ignore[arg-type]
             if flipped:
                 out = out.flip(-1)
             if out.shape[-2:] != (height, width):
-                out = F.interpolate(out, size=(height, width), mode="bilinear", align_corners=False)
+                out = F.interpolate(out, size=(height, width), mode="bilinear", align_corners=align_corners)
             total = out if total is None else total + out
     assert total is not None
     return total / (len(scales) * len(flips))

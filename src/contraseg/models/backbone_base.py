@@ -14,7 +14,9 @@ embedding and windows; MiT's spatial reduction) has ``size_divisor`` > 1: the im
 zero-padded at the bottom and right to a multiple of it, and every feature map is cropped
 back to ``ceil(H / stride) x ceil(W / stride)``, the size a "same"-padded strided
 convolution gives (and that ResNet and MobileNetV3 give natively). Zero is the dataset
-mean after normalisation.
+mean after normalisation. Two released-behaviour exceptions: an HRNet built with
+``hrnet_fusion="interpolate"`` does not pad (its levels are ``ceil(H/s)`` natively), and
+``resnet101_deeplabv2`` keeps the released ceil-mode grid (no crop).
 
 The library model lives in ``backbone.body``, so its ``state_dict`` keys are torchvision's
 / timm's own and ImageNet checkpoints load into it (:mod:`contraseg.models.weights`).

@@ -31,10 +31,11 @@ strides then stop at 8 / 16). HRNet's single map is HRNetV2's: the four branches
 upsampled to stride 4 and concatenated. The transformer / ConvNeXt entries ignore
 ``output_stride`` (their single map is the stride-32 last stage; use an FPN or SegFormer
 head with them); ``timm:NAME`` passes ``output_stride`` to timm when the model accepts it.
-Two released layouts are registered as well: ``resnet101_deeplabv2`` and ``hrnet_w48_openseg``.
+Three released layouts are registered as well: ``resnet101_deeplabv2`` (AdaptSegNet / FDA),
+``resnet101_proac`` (ProAC's UDA DeepLab) and ``hrnet_w48_openseg``.
 
 Where each name is registered: :mod:`.resnet` (``resnet*``), :mod:`.deeplabv2_resnet`,
-:mod:`.hrnet` (``hrnet_w*``), :mod:`.hrnet_openseg`, :mod:`.mobilenet` (``mobilenet_v3``),
+:mod:`.proac_resnet`, :mod:`.hrnet` (``hrnet_w*``), :mod:`.hrnet_openseg`, :mod:`.mobilenet` (``mobilenet_v3``),
 :mod:`.timm_backbone` (``mobilenet_v3_pyramid``, ``swin_t``, ``convnext_t``, ``timm:NAME``),
 :mod:`.mit` (``mit_b*``).
 
@@ -45,7 +46,7 @@ Models are always built without weights; nothing is downloaded unless
 from __future__ import annotations
 
 # The built-in backbones register themselves on import, in this order (the listing order).
-from . import resnet, deeplabv2_resnet, hrnet, hrnet_openseg, mobilenet, timm_backbone, mit  # noqa: F401
+from . import resnet, deeplabv2_resnet, proac_resnet, hrnet, hrnet_openseg, mobilenet, timm_backbone, mit  # noqa: F401
 from .backbone_base import Backbone, check_output_stride
 from .registry import backbone_entry, backbone_names, register_backbone, unknown_name  # noqa: F401
 from .timm_backbone import TimmBackbone

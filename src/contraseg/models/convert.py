@@ -1,6 +1,6 @@
 """Released checkpoints of the seed methods -> contraseg state dicts.
 
-Three released layouts are understood (``FORMATS``); for each, the key map below was
+Five released layouts are understood (``FORMATS``); for each, the key map below was
 written from the parameter names and shapes of the released models (listed in
 ``tests/fixtures/released_*.txt``):
 
@@ -8,9 +8,15 @@ written from the parameter names and shapes of the released models (listed in
                        ``HRNet_W48_CONTRAST`` (+ ``proj_head``) and ``HRNet_W48_MEM``
                        (``encoder_q.`` prefix, memory queues)
 ``protoseg-hrnet-w48`` ProtoSeg ``HRNet_W48_Proto`` (prototype classifier)
-``deeplabv2-r101``     DeepLab-v2 ResNet-101 with the ASPP classifier of the UDA line
-                       (AdaptSegNet ``layer5`` / multi-level ``layer5`` + ``layer6``
-                       ``conv2d_list``), as AdaptSegNet, CAG-UDA, ProAC release it
+``deeplabv2-r101``     DeepLab-v2 ResNet-101 (Caffe layout) with the ASPP classifier of the
+                       UDA line (``layer5`` / multi-level ``layer5`` + ``layer6``
+                       ``conv2d_list``), as AdaptSegNet and FDA release it (a bare state
+                       dict). AdaptSegNet's ``Classifier_Module`` sums 2 branches
+                       (``aspp_branches=2``), FDA's all 4 (default). ProAC has this model
+                       only as a commented-out line (UDA/models/deeplabv2plus.py:229).
+                       ProDA's stage-1 ``ResNet101`` has another head and is refused.
+``proac-deeplab``      ProAC's UDA ``DeepLab`` (:mod:`.convert_uda`)
+``fada-deeplabv2``     FADA's ``feature_extractor`` + ``classifier`` (:mod:`.convert_uda`)
 
 Key map (released -> contraseg):
 
@@ -35,6 +41,11 @@ released                               contraseg                                
 ``conv1``, ``bn1``, ``layer1..4.*``    ``backbone.body.*`` (``resnet101_deeplabv2``)  copy
 ``layerN.conv2d_list.i.*`` (last N)    ``head.branches.i.*`` (head ``deeplabv2``)     copy
 ``layer5.*`` when ``layer6`` exists    (multi-level auxiliary classifier on layer3)   dropped
+``backbone.<k>`` (ProAC, FADA)         ``backbone.body.<k>`` (``resnet101_proac`` /   copy
+                                       ``resnet101``)
+``decoder.conv2d_list.i.*`` (ProAC),   ``head.branches.i.*`` (head ``deeplabv2``)     copy
+``classifier.conv2d_list.i.*`` (FADA)
+``decoder.proj.*`` (ProAC)             ``projection.proj.*`` (``linear``)             copy
 =====================================  =============================================  ===========
 
 Folding a conv bias into the following BatchNorm's running mean is exact: in eval mode
@@ -42,12 +53,14 @@ Folding a conv bias into the following BatchNorm's running mean is exact: in eva
 batch mean absorbs any constant. A BatchNorm's ``num_batches_tracked`` missing from an old
 checkpoint is filled with 0. A leading ``module.`` (DataParallel / DDP) is removed first.
 
-What the converted model does not reproduce (parameter-free differences; see README):
-HRNet inputs whose sides are not multiples of 32 are padded (:mod:`.hrnet_openseg`);
-ProtoSeg's ``proj_head`` L2-normalises over the image width (``dim=-1`` of B x C x H x W;
-contraseg: over channels, before ``feat_norm``); AdaptSegNet's ``Classifier_Module``
-returns inside its loop and so sums only its first two ASPP branches
-(``aspp_branches=2`` reproduces that by zeroing the other two).
+Parameter-free released behaviours are reproduced by model options the plan sets
+(``model_config``): ``hrnet_fusion="interpolate"`` (openseg's size-targeted branch fusion,
+no padding) for both HRNet formats, ``projection_norm="width"`` for ProtoSeg (its
+``proj_head`` L2-normalises over ``dim=-1`` of B x C x H x W); ``convert-checkpoint`` also
+stores ``eval.align_corners: true`` (every released tester upsamples so). AdaptSegNet's
+``Classifier_Module`` returns inside its loop and so sums only its first two ASPP branches
+(``aspp_branches=2`` reproduces that by zeroing the other two). The measured equality with
+the released code is in docs/checkpoints.md.
 """
 
 from __future__ import annotations
@@ -61,6 +74,7 @@ from torch import Tensor
 
 from .convert_formats import plan_deeplabv2, plan_openseg_hrnet, plan_protoseg_hrnet
 from .convert_plan import Conversion, ConversionError, Op, Plan, strip_prefix
+from .convert_uda import plan_fada, plan_proac_deeplab
 
 __all__ = [
     "FORMATS",
@@ -76,8 +90,12 @@ __all__ = [
 def load_released_state_dict(path: str | Path, allow_pickle: bool = False) -> dict[str, Tensor]:
     """The tensors of a released checkpoint file, ``module.`` prefixes removed.
 
-    Accepts a bare state dict or a dict holding it under ``state_dict`` / ``model``
-    (openseg saves ``{"config_dict": ..., "state_dict": ...}``). Loaded with
+    Accepts a bare state dict (AdaptSegNet, FDA) or a dict holding it under
+    ``state_dict`` / ``model`` (openseg saves ``{"config_dict": ..., "state_dict": ...}``),
+    under ``{<NetClass>: {"model_state": ...}}`` (ProAC ``'DeepLab'``, ProDA
+    ``'ResNet101'``: the one such entry, or ``DeepLab`` / ``ResNet101`` among several), or
+    FADA's ``{"feature_extractor": ..., "classifier": ...}`` (merged as ``backbone.*`` and
+    ``classifier.*``, each without ``module.``). Loaded with
     ``weights_only=True`` unless ``allow_pickle`` (only for files you trust).
 
     Raises:
@@ -93,20 +111,39 @@ def load_released_state_dict(path: str | Path, allow_pickle: bool = False) -> di
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         hint = "" if allow_pickle else " (a file that needs code to load: re-run with --allow-pickle if you trust it)"
         raise ConversionError(f"{path}: not a readable checkpoint ({type(err).__name__}: {first}){hint}") from None
-    for key in ("state_dict", "model"):
-        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
-            obj = obj[key]
-            break
+    obj = _unwrap(obj, path)
     if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
         raise ConversionError(f"{path}: holds no state dict (a mapping of names to tensors)")
     return strip_prefix(dict(obj), "module.")
+
+
+def _unwrap(obj: Any, path: Path) -> Any:
+    """The state dict inside one of the layouts :func:`load_released_state_dict` accepts."""
+    if not isinstance(obj, Mapping):
+        return obj
+    for key in ("state_dict", "model"):
+        if isinstance(obj.get(key), Mapping):
+            return obj[key]
+    if isinstance(obj.get("feature_extractor"), Mapping) and isinstance(obj.get("classifier"), Mapping):
+        merged = dict(strip_prefix(dict(obj["feature_extractor"]), "module."))
+        merged.update({f"classifier.{k}": v for k, v in strip_prefix(dict(obj["classifier"]), "module.").items()})
+        return merged
+    nets = [k for k, v in obj.items() if isinstance(v, Mapping) and isinstance(v.get("model_state"), Mapping)]
+    preferred = [k for k in nets if k in ("DeepLab", "ResNet101")]
+    if len(nets) == 1 or len(preferred) == 1:
+        return obj[(preferred or nets)[0]]["model_state"]
+    if nets:
+        raise ConversionError(f"{path}: holds several networks ({', '.join(map(str, nets))}); cannot tell which to convert")
+    return obj
 
 
 FORMATS: dict[str, tuple[Callable[..., Plan], str]] = {
     "openseg-hrnet-w48": (plan_openseg_hrnet,
                           "openseg / ContrastiveSeg / ProtoSeg HRNet_W48, HRNet_W48_CONTRAST, HRNet_W48_MEM"),
     "protoseg-hrnet-w48": (plan_protoseg_hrnet, "ProtoSeg HRNet_W48_Proto (prototype classifier)"),
-    "deeplabv2-r101": (plan_deeplabv2, "DeepLab-v2 ResNet-101, AdaptSegNet-style layer5/layer6 ASPP classifier"),
+    "deeplabv2-r101": (plan_deeplabv2, "DeepLab-v2 ResNet-101, AdaptSegNet / FDA layer5/layer6 ASPP classifier"),
+    "proac-deeplab": (plan_proac_deeplab, "ProAC UDA DeepLab ({'DeepLab': {'model_state'}}, torchvision-style ResNet)"),
+    "fada-deeplabv2": (plan_fada, "FADA feature_extractor + classifier (torchvision ResNet-101, ASPP classifier)"),
 }
 
 

@@ -4,7 +4,10 @@ contraseg tensor). The key map they implement is tabulated in :mod:`.convert`.
 
 * :func:`plan_openseg_hrnet`: openseg / ContrastiveSeg / ProtoSeg ``HRNet_W48`` (+ ``proj_head``);
 * :func:`plan_protoseg_hrnet`: ProtoSeg ``HRNet_W48_Proto`` (prototype classifier);
-* :func:`plan_deeplabv2`: DeepLab-v2 ResNet-101 with AdaptSegNet's ASPP classifier.
+* :func:`plan_deeplabv2`: DeepLab-v2 ResNet-101 with AdaptSegNet's / FDA's ASPP classifier
+  (ProDA's ``Classifier_Module2`` head is refused, naming what is missing).
+
+The UDA layouts with a torchvision-style backbone (ProAC, FADA) are in :mod:`.convert_uda`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import torch
 from torch import Tensor
 
 from .convert_plan import BN_KEYS, ConversionError, Op, Plan, copy_bn, copy_with_bn_counters, require
+from .convert_uda import refuse_proda
 
 
 def _hrnet_backbone(source: Mapping[str, Tensor], fmt: str) -> list[Op]:
@@ -59,7 +63,7 @@ def plan_openseg_hrnet(source: Mapping[str, Tensor]) -> Plan:
             dropped[key] = "ContrastiveSeg memory bank (training state, not needed to predict)"
     config = dict(backbone="hrnet_w48_openseg", head="hrnet", num_classes=num_classes, embed_dim=embed_dim,
                   projection=projection, classifier="linear", num_prototypes=10, output_stride=8, pretrained=None)
-    return Plan(config, ops, dropped, _HRNET_NOTES[:])
+    return Plan(config | _HRNET_RELEASED, ops, dropped, _HRNET_NOTES[:])
 
 
 def plan_protoseg_hrnet(source: Mapping[str, Tensor]) -> Plan:
@@ -85,17 +89,19 @@ def plan_protoseg_hrnet(source: Mapping[str, Tensor]) -> Plan:
             dropped[key] = f"alias of {twin} (ProtoSeg's ProjectionHead sets self.proj = self.mlp2)"
     config = dict(backbone="hrnet_w48_openseg", head="hrnet", num_classes=num_classes, embed_dim=dim, projection="mlp",
                   classifier="prototype", num_prototypes=num_prototypes, output_stride=8, pretrained=None,
-                  prototype_feat_norm=True)
+                  prototype_feat_norm=True, projection_norm="width")
     notes = _HRNET_NOTES + [
-        "ProtoSeg's proj_head output is L2-normalised over the image width (F.normalize(x, dim=-1) on "
-        "B x C x H x W) before feat_norm; contraseg normalises over channels, so the embeddings differ."
+        "projection_norm 'width': proj_head's output is L2-normalised over the image width as released "
+        "(ProtoSeg lib/models/modules/contrast.py:15-16,29), not over channels (contraseg's default)."
     ]
-    return Plan(config, ops, dropped, notes)
+    return Plan(config | _HRNET_RELEASED, ops, dropped, notes)
 
 
+# openseg's HRNet fuses branches by interpolating to the target size (hrnet_backbone.py:275-283).
+_HRNET_RELEASED = {"hrnet_fusion": "interpolate"}
 _HRNET_NOTES = [
-    "hrnet_w48_openseg computes the released backbone exactly when both image sides are multiples of 32; "
-    "other sizes are zero-padded to a multiple of 32 and cropped back (openseg interpolates between them)."
+    "hrnet_fusion 'interpolate': branches are fused by interpolating to the target size as released, "
+    "so inputs whose sides are not multiples of 32 are not padded (contraseg's default pads)."
 ]
 
 
@@ -111,6 +117,11 @@ def _aspp_layer(source: Mapping[str, Tensor], fmt: str) -> tuple[str, str | None
 
 def plan_deeplabv2(source: Mapping[str, Tensor], aspp_branches: int | None = None) -> Plan:
     fmt = "deeplabv2-r101"
+    refuse_proda(source, fmt)
+    for key, other in (("decoder.conv2d_list.0.weight", "proac-deeplab"), ("classifier.conv2d_list.0.weight",
+                                                                          "fada-deeplabv2")):
+        if key in source:
+            raise ConversionError(f"{fmt}: {key!r} is the {other} layout; use --from {other}")
     require(source, "conv1.weight", fmt)
     layer, aux = _aspp_layer(source, fmt)
     branches = sorted({int(m.group(1)) for k in source if (m := re.match(rf"{layer}\.conv2d_list\.(\d+)\.", k))})
@@ -133,8 +144,7 @@ def plan_deeplabv2(source: Mapping[str, Tensor], aspp_branches: int | None = Non
     num_classes = int(require(source, f"{layer}.conv2d_list.0.weight", fmt).shape[0])
     config = dict(backbone="resnet101_deeplabv2", head="deeplabv2", num_classes=num_classes, embed_dim=256,
                   projection=None, classifier="linear", num_prototypes=10, output_stride=8, pretrained=None)
-    notes = ["The output grid is ceil(H/8) x ceil(W/8): the extra row/column of the released ceil-mode "
-             "max-pool grid is cropped."]
+    notes = []
     if keep < 4:
         notes.append(f"ASPP branches {keep}..3 are zeroed, so the logits sum branches 0..{keep - 1} "
                      f"as AdaptSegNet's Classifier_Module does (it returns inside its loop).")

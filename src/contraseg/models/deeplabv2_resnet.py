@@ -12,13 +12,23 @@ stride 8 with three parameter-free changes, each taken from the released DeepLab
 3. every block of ``layer3`` / ``layer4`` is dilated 2 / 4, the first block included
    (torchvision keeps the first block of a dilated layer at the previous rate).
 
-Like every contraseg backbone, the output grid is ``ceil(H/8) x ceil(W/8)``: the extra
-row / column that the ceil-mode pool adds for even sizes (65 x 129 for 512 x 1024 in the
-released network) is cropped, so the converted model differs from the released one in
-that last row / column of its logit grid (and so in the geometry of the final upsampling).
+The output grid is the released one, **not** contraseg's usual ``ceil(H/8) x ceil(W/8)``:
+nothing is cropped, so the ceil-mode pool's extra row / column stays,
+
+    h = ceil((ceil((ceil(H/2) - 1) / 2) + 1) / 2)     (17 x 33 at 128 x 256, 65 x 129 at
+                                                       512 x 1024, 13 x 18 at 100 x 140)
+
+(AdaptSegNet / FDA ``model/deeplab.py:119`` ceil-mode pool, ProAC@084d77d
+UDA/models/deeplabv2plus.py:224). Cropping it before the ASPP classifier would change more
+than the last row / column: the dilated 3x3 taps (rates 6-24) of every cell within 24
+cells of the border read the cropped row / column (measured: 92 of 512 logit cells differ
+in argmax at 128 x 256). The logits are upsampled to the input by the engine as for any
+model (``eval.align_corners: true`` as the released testers).
 """
 
 from __future__ import annotations
+
+from torch import Tensor
 
 from .registry import register_backbone
 from .resnet import ResNetBackbone
@@ -44,3 +54,7 @@ class DeepLabV2ResNetBackbone(ResNetBackbone):
             for block in layer:
                 block.conv2.dilation, block.conv2.padding = (rate, rate), (rate, rate)
         self.name = "resnet101_deeplabv2"
+
+    def forward_pyramid(self, images: Tensor) -> list[Tensor]:
+        """The levels at the released ceil-mode grid (uncropped; see the module docstring)."""
+        return self._pyramid(images)

@@ -13,9 +13,12 @@ openseg's ``HighResolutionNet`` and timm's ``hrnet_w48`` have the same 1,830 par
 bilinear ``align_corners=True`` and openseg's concatenation: with the same weights its
 features equal the released backbone's exactly whenever both sides of the input are
 multiples of 32 (then ``scale_factor`` upsampling and resizing to the target size are the
-same map; measured: max abs difference 0 at 128 x 256). Other sizes are padded to a
-multiple of 32 and cropped back, like every contraseg HRNet, where openseg interpolates
-between unequal sizes. Same parameters, same ImageNet weights as ``hrnet_w48``.
+same map; measured: max abs difference 0 at 128 x 256). At other sizes it pads to a
+multiple of 32 and crops back, like every contraseg HRNet (``hrnet_fusion="pad"``), unless
+built with ``hrnet_fusion="interpolate"`` (:meth:`~.hrnet.HRNetBackbone.set_fusion`): then it
+interpolates between unequal branch sizes as openseg does, and equals the released backbone
+at any size (measured: max abs difference 0 at 100 x 140; docs/checkpoints.md). Converted
+openseg / ProtoSeg checkpoints use that. Same parameters, same ImageNet weights as ``hrnet_w48``.
 """
 
 from __future__ import annotations

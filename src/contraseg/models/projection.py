@@ -6,6 +6,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 PROJECTION_KINDS = ("convmlp", "linear", "mlp")
+# The axis of the output's L2 normalisation: "channels" (dim 1, contraseg's default) or
+# "width" (dim -1 of B x C x H x W, as ProtoSeg releases it).
+PROJECTION_NORMS = ("channels", "width")
 
 
 class ProjectionHead(nn.Module):
@@ -14,10 +17,16 @@ class ProjectionHead(nn.Module):
     ``kind="linear"``: one 1x1 conv. ``kind="convmlp"`` (ContrastiveSeg, Wang et al.
     ICCV 2021): 1x1 conv (in -> in) -> BN -> ReLU -> 1x1 conv (in -> embed_dim).
     ``kind="mlp"`` (ProtoSeg's ``proj_head``, Zhou et al. CVPR 2022): 1x1 conv (in -> in,
-    with bias) -> ReLU -> 1x1 conv (in -> embed_dim), no BN. (The released ProtoSeg
-    normalises this output over the image *width*, ``F.normalize(x, dim=-1)`` on a
-    B x C x H x W tensor; here, as everywhere in contraseg, over channels.)
-    The output is ``F.normalize(z, dim=1)``, i.e. ``z / max(||z||_2, eps)`` per pixel.
+    with bias) -> ReLU -> 1x1 conv (in -> embed_dim), no BN.
+
+    ``norm="channels"`` (default): the output is ``F.normalize(z, dim=1)``, i.e.
+    ``z[b, :, y, x] / max(||z[b, :, y, x]||_2, eps)`` per pixel. ``norm="width"``: as the
+    released ProtoSeg, ``F.normalize(z, dim=-1)`` on B x C x H x W, i.e.
+    ``z[b, c, y, :] / max(||z[b, c, y, :]||_2, eps)`` over the image width
+    (ProtoSeg@1c4a778 lib/models/modules/contrast.py:15-16, used at :29 and
+    lib/models/nets/hrnet.py:152). That is not a per-pixel unit vector and depends on the
+    width of the image (or crop); it exists so that converted ProtoSeg checkpoints
+    compute what they were trained to compute. New training keeps ``"channels"``.
 
     Example:
         >>> import torch
@@ -26,8 +35,11 @@ class ProjectionHead(nn.Module):
         torch.Size([2, 16, 8, 8])
     """
 
-    def __init__(self, in_channels: int, embed_dim: int, kind: str = "convmlp") -> None:
+    def __init__(self, in_channels: int, embed_dim: int, kind: str = "convmlp", norm: str = "channels") -> None:
         super().__init__()
+        if norm not in PROJECTION_NORMS:
+            raise ValueError(f"unknown projection norm {norm!r}; choose one of {', '.join(PROJECTION_NORMS)}")
+        self.norm = norm
         for name, value in (("in_channels", in_channels), ("embed_dim", embed_dim)):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -53,9 +65,10 @@ class ProjectionHead(nn.Module):
         self.embed_dim = embed_dim
 
     def forward(self, features: Tensor) -> Tensor:
-        """``B x in_channels x h x w -> B x embed_dim x h x w`` with unit norm over dim 1."""
+        """``B x in_channels x h x w -> B x embed_dim x h x w``, unit norm over channels
+        (``norm="channels"``) or over the width (``norm="width"``)."""
         if features.dim() != 4 or features.shape[1] != self.in_channels:
             raise ValueError(
                 f"features must be B x {self.in_channels} x h x w, got shape {tuple(features.shape)}"
             )
-        return F.normalize(self.proj(features), dim=1)
+        return F.normalize(self.proj(features), dim=1 if self.norm == "channels" else -1)

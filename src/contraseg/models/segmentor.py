@@ -5,6 +5,7 @@ Contract (docs/architecture.md)::
     model(images B x 3 x H x W) -> {"logits": B x K x h x w, "embed": B x D x h x w}
 
 ``h x w`` is the grid ``ceil(H / output_stride) x ceil(W / output_stride)`` for any H x W
+(except ``resnet101_deeplabv2``, which keeps the released ceil-mode grid, see :mod:`.deeplabv2_resnet`)
 (``model.output_stride``: the backbone's single-map stride, or the finest pyramid stride
 for the multi-level heads ``fpn`` / ``segformer``); the engine upsamples the logits. A head
 may add outputs: OCR adds ``"aux_logits": B x K x h x w`` (its soft object regions), which
@@ -30,7 +31,8 @@ from .backbone_base import Backbone
 from .backbones import backbone_name_error, build_backbone
 from .head_base import SegHead
 from .heads import available_heads, build_head, is_multi_level_head
-from .projection import PROJECTION_KINDS, ProjectionHead
+from .hrnet import HRNET_FUSIONS, HRNetBackbone
+from .projection import PROJECTION_KINDS, PROJECTION_NORMS, ProjectionHead
 from .weights import PretrainedSpec
 
 CLASSIFIERS = ("linear", "prototype")
@@ -141,6 +143,8 @@ def build_segmentor(
     pretrained: PretrainedSpec = None,
     prototype_feat_norm: bool = True,
     head_channels: int | None = None,
+    projection_norm: str = "channels",
+    hrnet_fusion: str = "pad",
 ) -> Segmentor:
     """Build a :class:`Segmentor` (never downloads unless ``pretrained="hub"``).
 
@@ -161,6 +165,14 @@ def build_segmentor(
         head_channels: decoded width of the head; None: the head's default (256; OCR 512;
             SegFormer the MiT variant's, 768 for B2). Recorded in ``Segmentor.config``
             only when given.
+        projection_norm: ``"channels"`` (default) or ``"width"``: the axis over which the
+            projection head L2-normalises (``"width"``: ProtoSeg's released
+            ``F.normalize(dim=-1)``, see :class:`~.projection.ProjectionHead`).
+        hrnet_fusion: ``"pad"`` (default) or ``"interpolate"``: how an HRNet backbone fuses
+            branches at sides that are not multiples of 32 (``"interpolate"``: as the
+            released openseg HRNet, see :mod:`.hrnet`).
+        (``projection_norm`` / ``hrnet_fusion`` are recorded in ``Segmentor.config`` only
+        when not the default.)
 
     Raises:
         ValueError: unknown name (the message lists the choices) or bad size.
@@ -183,6 +195,13 @@ def build_segmentor(
     if head_channels is not None:
         _check_positive_int("head_channels", head_channels)
         config["head_channels"] = head_channels
+    for key, value, default in (("projection_norm", projection_norm, "channels"), ("hrnet_fusion", hrnet_fusion, "pad")):
+        if value != default:
+            config[key] = value
+    _check_choice("projection_norm", projection_norm, PROJECTION_NORMS)
+    _check_choice("hrnet_fusion", hrnet_fusion, HRNET_FUSIONS)
+    if projection_norm != "channels" and projection is None:
+        raise ValueError(f"projection_norm={projection_norm!r} needs a projection head, got projection=None")
     error = backbone_name_error(backbone)
     if error is not None:
         raise ValueError(error)
@@ -198,6 +217,10 @@ def build_segmentor(
         )
 
     body = build_backbone(backbone, output_stride=output_stride, pretrained=pretrained)
+    if hrnet_fusion != "pad":
+        if not isinstance(body, HRNetBackbone):
+            raise ValueError(f"hrnet_fusion={hrnet_fusion!r} applies to HRNet backbones only, got backbone {backbone!r}")
+        body.set_fusion(hrnet_fusion)
     decode_head = build_head(
         head,
         list(body.pyramid_channels) if is_multi_level_head(head) else body.out_channels,
@@ -207,7 +230,9 @@ def build_segmentor(
         num_regions=num_classes,
         embed_from="decoded" if classifier == "prototype" else "backbone",
     )
-    proj = ProjectionHead(decode_head.embed_channels, embed_dim, projection) if projection is not None else None
+    proj = None
+    if projection is not None:
+        proj = ProjectionHead(decode_head.embed_channels, embed_dim, projection, norm=projection_norm)
     prototype_head = None
     if classifier == "prototype":
         from ..prototypes import NearestPrototypeHead
