@@ -245,6 +245,8 @@ def test_ctrl_c_on_a_real_process_saves_and_exits_130(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "contraseg", "train", str(long), "--run-dir", str(target),
                              "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     try:
+        first = proc.stdout.readline()  # the trainer's opening line: the total batch
+        assert first.startswith("total batch 2 = 2 x 1 process"), first
         line = proc.stdout.readline()  # the first plain progress line: training runs
         assert line.startswith("[1/10000] loss "), line
         proc.send_signal(signal.SIGINT)
