@@ -55,14 +55,19 @@ def test_synthia_items_are_all_marked_not_released():
     assert kinds == {"not released"}
 
 
-@pytest.mark.parametrize("override, item", [
-    ("optim.lr=0.02", "optimizer.base_lr"),                 # an equal item
-    ("data.crop_size=[1024,512]", "augmentation.crop_size_wh"),  # [w, h] must become [h, w]
-    ("model.pretrained=weights.pth", "pretrained"),         # a deliberate difference drifts too
-    ("schedule.max_iters=80000", "iterations"),
+@pytest.mark.parametrize("experiment, override, item", [
+    ("contrastiveseg_hrnet_w48", "optim.lr=0.02", "optimizer.base_lr"),                 # an equal item
+    ("contrastiveseg_hrnet_w48", "data.crop_size=[1024,512]", "augmentation.crop_size_wh"),  # [w, h] -> [h, w]
+    ("contrastiveseg_hrnet_w48", "model.pretrained=weights.pth", "pretrained"),  # a deliberate difference too
+    ("contrastiveseg_hrnet_w48", "schedule.max_iters=80000", "iterations"),
+    ("contrastiveseg_hrnet_w48", "model.hrnet_fusion=pad", "model.backbone"),
+    ("proac_uda_gta", "model.backbone=resnet101", "model.arch"),                  # the released model's layout
+    ("proac_uda_gta", "eval.align_corners=false", "eval.align_corners"),
+    ("wdass_gta_point", "model.backbone=resnet101_deeplabv2", "model.arch"),
+    ("wdass_gta_point", "model.aspp_rates=[6,12,18,24]", "model.classifier"),
 ])
-def test_a_changed_recipe_value_is_reported_as_drift(override, item):
-    m = manifest("contrastiveseg_hrnet_w48")
+def test_a_changed_recipe_value_is_reported_as_drift(experiment, override, item):
+    m = manifest(experiment)
     results = {r.item.name: r for r in check_manifest(m, ROOT, (override,))}
     assert not results[item].ok and override.split("=")[0] in results[item].problem
     assert sum(not r.ok for r in results.values()) >= 1

@@ -169,3 +169,81 @@ def test_deeplabv2_keeps_the_released_ceil_mode_grid():
         with torch.no_grad():
             logits = model(torch.randn(1, 3, *size))["logits"]
         assert tuple(logits.shape[-2:]) == tuple(released_deeplabv2_grid(s) for s in size), size
+
+
+def test_deeplabv2_aspp_rates_are_the_dilated_sum_and_a_recorded_model_option():
+    """``model.aspp_rates``: logits = sum_r conv3x3(x; dilation = padding = r), written out
+    with F.conv2d (forward and gradient); WDASS's released rates 12/24/36/48."""
+    rates = [12, 24, 36, 48]
+    model = build_segmentor("resnet18", "deeplabv2", num_classes=3, projection=None, aspp_rates=rates).eval()
+    head = model.head
+    assert head.dilations == (12, 24, 36, 48) and model.config["aspp_rates"] == rates
+    assert [(b.dilation, b.padding) for b in head.branches] == [((r, r), (r, r)) for r in rates]
+    x = torch.randn(2, head.in_channels, 9, 11, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    got = head.classify(x)
+    ref = sum(F.conv2d(x, b.weight, b.bias, padding=r, dilation=r) for b, r in zip(head.branches, rates))
+    torch.testing.assert_close(got, ref)
+    weight = torch.randn_like(got)
+    g_got = torch.autograd.grad((got * weight).sum(), [x, head.branches[3].weight])
+    g_ref = torch.autograd.grad((ref * weight).sum(), [x, head.branches[3].weight])
+    for a, b in zip(g_got, g_ref):
+        torch.testing.assert_close(a, b)
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 80))["logits"].shape == (1, 3, 8, 10)
+    rebuilt = build_segmentor(**model.config)  # a checkpoint rebuilds the same head
+    assert rebuilt.head.dilations == head.dilations
+    default = build_segmentor("resnet18", "deeplabv2", num_classes=3, projection=None)
+    assert default.head.dilations == (6, 12, 18, 24) and "aspp_rates" not in default.config
+    assert default.state_dict().keys() == model.state_dict().keys()  # same parameters: old checkpoints load
+    with pytest.raises(ValueError, match="aspp_rates=\\[12, 24\\] applies to the deeplabv2 head only"):
+        build_segmentor("resnet18", "fcn", aspp_rates=[12, 24])
+    for bad in ([], [0, 6], [6.5], "12"):
+        with pytest.raises(ValueError, match="aspp_rates must be a non-empty list of positive ints"):
+            build_segmentor("resnet18", "deeplabv2", aspp_rates=bad)
+
+
+def test_aspp_rates_config_key_default_validation_and_checkpoint_kwargs():
+    base = {"data": {"train": {"name": "synthetic-source"}}, "model": {"head": "deeplabv2"}}
+    cfg = config_from_dict(base)
+    assert cfg.model.aspp_rates == [6, 12, 18, 24] and "aspp_rates" not in segmentor_kwargs(cfg.model, 19)
+    cfg = config_from_dict({**base, "model": {"head": "deeplabv2", "aspp_rates": [12, 24, 36, 48]}})
+    assert segmentor_kwargs(cfg.model, 19)["aspp_rates"] == [12, 24, 36, 48]
+    for model, message in (({"head": "deeplabv2", "aspp_rates": [12, 0]}, "model.aspp_rates"),
+                           ({"head": "deeplabv2", "aspp_rates": []}, "model.aspp_rates: needs at least one rate"),
+                           ({"head": "deeplabv2", "aspp_rates": 12}, "model.aspp_rates: expected a list"),
+                           ({"head": "deeplabv3", "aspp_rates": [12, 24, 36, 48]}, "applies to head deeplabv2 only")):
+        with pytest.raises(ConfigError, match=message) as err:
+            config_from_dict({**base, "model": model})
+        assert "\n" not in str(err.value)
+
+
+def _wdass_layout_reference():
+    """WDASS@7276a27 network/utils.py:60-81 written out on torchvision's ResNet-101 (whose
+    Bottleneck strides its 3x3 conv2 and whose max-pool floors, as WDASS's network/Resnet.py:105,
+    :148): layer3 / layer4 strides 1 and EVERY block's conv2 dilated 2 / 4."""
+    import torchvision
+
+    net = torchvision.models.resnet101(weights=None)
+    for layer, rate in ((net.layer3, 2), (net.layer4, 4)):
+        for name, module in layer.named_modules():
+            if "conv2" in name:
+                module.dilation, module.padding, module.stride = (rate, rate), (rate, rate), (1, 1)
+            elif "downsample.0" in name:
+                module.stride = (1, 1)
+    del net.fc, net.avgpool
+    return net
+
+
+def test_wdass_deepv2_backbone_is_resnet101_proac_not_torchvision_dilation():
+    reference = _wdass_layout_reference().eval()
+    proac = build_backbone("resnet101_proac").eval()
+    plain = build_backbone("resnet101").eval()
+    assert proac.body.state_dict().keys() == reference.state_dict().keys()
+    proac.body.load_state_dict(reference.state_dict())
+    plain.body.load_state_dict(reference.state_dict())
+    images = torch.randn(1, 3, 37, 45, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        x = reference.maxpool(reference.relu(reference.bn1(reference.conv1(images))))
+        want = reference.layer4(reference.layer3(reference.layer2(reference.layer1(x))))
+        torch.testing.assert_close(proac(images), want)
+        assert (plain(images) - want).abs().max() > 1e-4  # torchvision keeps layer3/4's first blocks at 1 / 2

@@ -69,8 +69,9 @@ def segmentor_kwargs(cfg: ModelConfig, num_classes: int) -> dict[str, Any]:
     """``build_segmentor`` keyword arguments of a model section for K classes.
 
     ``prototype_feat_norm`` is included only for the prototype classifier and
-    ``head_channels``, ``projection_norm`` and ``hrnet_fusion`` only when not the default, so the kwargs of every other model (and the
-    checkpoints that store them) are unchanged.
+    ``head_channels``, ``projection_norm``, ``hrnet_fusion`` and ``aspp_rates`` only when not
+    the default, so the kwargs of every other model (and the checkpoints that store them) are
+    unchanged.
     """
     kwargs = {
         "backbone": cfg.backbone,
@@ -90,6 +91,8 @@ def segmentor_kwargs(cfg: ModelConfig, num_classes: int) -> dict[str, Any]:
     for key, default in (("projection_norm", "channels"), ("hrnet_fusion", "pad")):
         if getattr(cfg, key) != default:  # released behaviours (converted checkpoints) only
             kwargs[key] = getattr(cfg, key)
+    if list(cfg.aspp_rates) != [6, 12, 18, 24]:  # WDASS's released DeepV2R101: [12, 24, 36, 48]
+        kwargs["aspp_rates"] = list(cfg.aspp_rates)
     return kwargs
 
 

@@ -68,6 +68,8 @@ class ModelConfig:
     # size-targeted branch fusion (see contraseg.models.projection / contraseg.models.hrnet).
     projection_norm: Literal["channels", "width"] = "channels"
     hrnet_fusion: Literal["pad", "interpolate"] = "pad"
+    # DeepLab-v2 ASPP dilations (head deeplabv2 only); WDASS's released model uses [12, 24, 36, 48].
+    aspp_rates: list[int] = config_field(factory=lambda: [6, 12, 18, 24], minimum=1)
 
 
 @dataclass
@@ -239,6 +241,11 @@ def _check_relations(cfg: Config) -> None:
     if cfg.model.projection is not None and cfg.model.projection not in PROJECTION_KINDS:
         raise ConfigError(f"config key model.projection: {cfg.model.projection!r} is not allowed; "
                           f"allowed values: {', '.join(PROJECTION_KINDS)}, null")
+    if not cfg.model.aspp_rates:
+        raise ConfigError("config key model.aspp_rates: needs at least one rate")
+    if cfg.model.aspp_rates != [6, 12, 18, 24] and cfg.model.head != "deeplabv2":
+        raise ConfigError(f"config key model.aspp_rates: {cfg.model.aspp_rates} applies to head deeplabv2 only, "
+                          f"got model.head {cfg.model.head!r}")
     if cfg.model.projection is None and cfg.model.classifier == "prototype":
         raise ConfigError("config key model.projection: classifier 'prototype' needs a projection (convmlp or linear)")
     from ..data.registry import dataset_names

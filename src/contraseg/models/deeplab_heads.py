@@ -14,22 +14,40 @@ from torch import Tensor, nn
 from .head_base import DEFAULT_HEAD_CHANNELS, HeadOptions, LinearClassifierHead, SegHead, check_positive, conv_bn_relu
 from .registry import register_head
 
+# DeepLab-v2's ASPP-L rates (Chen et al., TPAMI 2017), the default of ``model.aspp_rates``.
+DEEPLABV2_RATES = (6, 12, 18, 24)
+
+
+def check_rates(name: str, rates: Sequence[int]) -> tuple[int, ...]:
+    """``rates`` as a tuple of positive ints; ValueError naming ``name`` otherwise (empty too)."""
+    if isinstance(rates, (str, bytes)) or not isinstance(rates, Sequence) or not rates or any(
+        isinstance(r, bool) or not isinstance(r, int) or r <= 0 for r in rates
+    ):
+        raise ValueError(f"{name} must be a non-empty list of positive ints, got {rates!r}")
+    return tuple(rates)
+
 
 @register_head("deeplabv2")
 class DeepLabV2Head(SegHead):
     """DeepLabV2's ASPP classifier: logits = sum over rates r of ``Conv3x3_r(features)``.
 
-    Four parallel 3x3 convolutions with dilation 6, 12, 18, 24, each straight to K classes,
-    summed (ASPP-L of Chen et al., DeepLab, TPAMI 2017; the standard head of GTA5 ->
-    Cityscapes domain adaptation). There are no penultimate features: ``decode`` is the
-    identity and ``out_channels == in_channels``.
+    Parallel 3x3 convolutions with dilation = padding = r for r in ``dilations`` (default
+    6, 12, 18, 24), each straight to K classes, summed (ASPP-L of Chen et al., DeepLab, TPAMI
+    2017; the standard head of GTA5 -> Cityscapes domain adaptation)::
+
+        logits = sum_r W_r *_r features + b_r        (B x C_in x h x w -> B x K x h x w)
+
+    ``model.aspp_rates`` sets ``dilations``: WDASS's released ``DeepV2R101`` uses 12, 24, 36,
+    48 (anurag-198/WDASS@7276a27 network/utils.py:175-179 doubles the default rates because
+    ``output_stride=8`` is passed, network/deepv2.py:139-142). There are no penultimate
+    features: ``decode`` is the identity and ``out_channels == in_channels``.
     """
 
     def __init__(
-        self, in_channels: int, num_classes: int | None, dilations: Sequence[int] = (6, 12, 18, 24)
+        self, in_channels: int, num_classes: int | None, dilations: Sequence[int] = DEEPLABV2_RATES
     ) -> None:
         super().__init__(in_channels, in_channels, num_classes)
-        self.dilations = tuple(int(d) for d in dilations)
+        self.dilations = check_rates("aspp_rates", dilations)
         self.branches = nn.ModuleList()
         if num_classes is not None:
             for rate in self.dilations:
@@ -40,8 +58,10 @@ class DeepLabV2Head(SegHead):
 
     @classmethod
     def from_options(cls, in_channels: int, num_classes: int | None, options: HeadOptions) -> DeepLabV2Head:
-        """Always ``in_channels`` wide: ``options.channels`` does not apply."""
-        return cls(in_channels, num_classes)
+        """Always ``in_channels`` wide: ``options.channels`` does not apply; the rates are
+        ``options.aspp_rates`` (None: :data:`DEEPLABV2_RATES`)."""
+        rates = DEEPLABV2_RATES if options.aspp_rates is None else options.aspp_rates
+        return cls(in_channels, num_classes, rates)
 
     def decode(self, features: Tensor) -> Tensor:
         return features

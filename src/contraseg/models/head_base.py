@@ -46,12 +46,14 @@ class HeadOptions:
         num_regions: the class count K, given even when ``num_classes`` is None (OCR's
             soft object regions under a prototype classifier).
         embed_from: ``"backbone"`` or ``"decoded"``: what the projection embeds (OCR, hrnet).
+        aspp_rates: DeepLab-v2's ASPP dilations (``deeplabv2``); None: the head's default.
     """
 
     output_stride: int = 8
     channels: int | None = None
     num_regions: int | None = None
     embed_from: str = "backbone"
+    aspp_rates: tuple[int, ...] | None = None
 
 
 def check_positive(name: str, value: int | None, allow_none: bool = False) -> None:

@@ -57,6 +57,7 @@ def build_head(
     channels: int | None = None,
     num_regions: int | None = None,
     embed_from: str = "backbone",
+    aspp_rates: Sequence[int] | None = None,
 ) -> SegHead:
     """Build head ``name`` on ``in_channels`` backbone channels.
 
@@ -74,10 +75,11 @@ def build_head(
             None, i.e. under a prototype classifier).
         embed_from: OCR and hrnet only: ``"backbone"`` (ContrastiveSeg: the projection
             embeds the backbone features) or ``"decoded"`` (the head's decoded features).
+        aspp_rates: deeplabv2 only: its ASPP dilations (None: 6, 12, 18, 24).
 
     Raises:
         ValueError: unknown name or non-positive sizes.
     """
     options = HeadOptions(output_stride=output_stride, channels=channels, num_regions=num_regions,
-                          embed_from=embed_from)
+                          embed_from=embed_from, aspp_rates=None if aspp_rates is None else tuple(aspp_rates))
     return head_class(name).from_options(in_channels, num_classes, options)

@@ -22,6 +22,7 @@ the model it was saved from.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch.nn.functional as F
@@ -29,6 +30,7 @@ from torch import Tensor, nn
 
 from .backbone_base import Backbone
 from .backbones import backbone_name_error, build_backbone
+from .deeplab_heads import DEEPLABV2_RATES, check_rates
 from .head_base import SegHead
 from .heads import available_heads, build_head, is_multi_level_head
 from .hrnet import HRNET_FUSIONS, HRNetBackbone
@@ -145,6 +147,7 @@ def build_segmentor(
     head_channels: int | None = None,
     projection_norm: str = "channels",
     hrnet_fusion: str = "pad",
+    aspp_rates: Sequence[int] = DEEPLABV2_RATES,
 ) -> Segmentor:
     """Build a :class:`Segmentor` (never downloads unless ``pretrained="hub"``).
 
@@ -171,8 +174,10 @@ def build_segmentor(
         hrnet_fusion: ``"pad"`` (default) or ``"interpolate"``: how an HRNet backbone fuses
             branches at sides that are not multiples of 32 (``"interpolate"``: as the
             released openseg HRNet, see :mod:`.hrnet`).
-        (``projection_norm`` / ``hrnet_fusion`` are recorded in ``Segmentor.config`` only
-        when not the default.)
+        aspp_rates: the ``deeplabv2`` head's ASPP dilations (default 6, 12, 18, 24; WDASS's
+            released model 12, 24, 36, 48, see :class:`~.deeplab_heads.DeepLabV2Head`).
+        (``projection_norm`` / ``hrnet_fusion`` / ``aspp_rates`` are recorded in
+        ``Segmentor.config`` only when not the default, so older checkpoints rebuild as saved.)
 
     Raises:
         ValueError: unknown name (the message lists the choices) or bad size.
@@ -198,6 +203,11 @@ def build_segmentor(
     for key, value, default in (("projection_norm", projection_norm, "channels"), ("hrnet_fusion", hrnet_fusion, "pad")):
         if value != default:
             config[key] = value
+    rates = check_rates("aspp_rates", aspp_rates)
+    if rates != DEEPLABV2_RATES:
+        if head != "deeplabv2":
+            raise ValueError(f"aspp_rates={list(rates)} applies to the deeplabv2 head only, got head {head!r}")
+        config["aspp_rates"] = list(rates)
     _check_choice("projection_norm", projection_norm, PROJECTION_NORMS)
     _check_choice("hrnet_fusion", hrnet_fusion, HRNET_FUSIONS)
     if projection_norm != "channels" and projection is None:
@@ -229,6 +239,7 @@ def build_segmentor(
         channels=_default_head_channels(head, body) if head_channels is None else head_channels,
         num_regions=num_classes,
         embed_from="decoded" if classifier == "prototype" else "backbone",
+        aspp_rates=rates if head == "deeplabv2" else None,
     )
     proj = None
     if projection is not None:
