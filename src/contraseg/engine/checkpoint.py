@@ -43,10 +43,23 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save(obj)`` to ``path`` through a same-directory temp file and ``os.replace``.
 
     An OSError (a full disk, no permission) is re-raised naming ``path``; the old file
-    at ``path`` is untouched and the temp file removed.
+    at ``path`` is untouched and the temp file removed. torch's zip writer reports a full
+    disk as a RuntimeError without errno: :func:`contraseg.engine.disk_space.explain_write_failure`
+    recovers the OSError behind it.
     """
+    from .disk_space import explain_write_failure
+
+    def write(handle: Any) -> None:
+        try:
+            torch.save(obj, handle)
+        except RuntimeError as err:  # checked while the partial temp file still fills the disk
+            real = explain_write_failure(err, path)
+            if real is None:
+                raise
+            raise real from None
+
     try:
-        atomic_write(path, lambda handle: torch.save(obj, handle))
+        atomic_write(path, write)
     except OSError as err:
         if err.filename is not None and str(err.filename) == str(path):
             raise
