@@ -205,3 +205,30 @@ def test_a_real_full_disk_while_checkpointing_is_one_line_and_keeps_the_old_chec
     assert (run_dir / "last.pth").read_bytes() == old
     assert torch.load(run_dir / "last.pth", weights_only=True)["iteration"] == 2
     assert not list(run_dir.glob(".*.tmp")) and not (run_dir / LOCK_NAME).exists()
+
+
+def adapt_config(folder: Path, init: Path) -> Path:
+    raw = merge_dicts(tiny_config(model={"embed_dim": 8}),
+                      {"schedule": {"max_iters": 1},
+                       "train": {"log_interval": 1, "eval_interval": 1, "checkpoint_interval": 1},
+                       "adapt": {"method": "source_only", "init_checkpoint": str(init)}})
+    return write_yaml(folder / "adapt.yaml", raw)
+
+
+def test_adapt_takes_the_lock_and_a_failed_start_leaves_nothing(run, tmp_path, capsys):
+    _, source = run
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes((source / "last.pth").read_bytes()[:5000])
+    run_dir = tmp_path / "a"
+    assert main(["adapt", str(adapt_config(tmp_path, truncated)), "--run-dir", str(run_dir), "--device", "cpu"]) == 2
+    assert "truncated.pth" in one_line(capsys)
+    assert not run_dir.exists()  # no config.yaml left to refuse the corrected rerun
+    good = adapt_config(tmp_path, source / "last.pth")
+    child = hold_lock_in_child(run_dir)
+    try:
+        assert main(["adapt", str(good), "--run-dir", str(run_dir), "--device", "cpu"]) == 2
+        assert f"contraseg adapt: error: run folder {run_dir} is in use by another run (pid {child.pid}" in one_line(capsys)
+    finally:
+        child.communicate("\n", timeout=30)
+    assert main(["adapt", str(good), "--run-dir", str(run_dir), "--device", "cpu"]) == 0
+    assert (run_dir / "last.pth").is_file() and not (run_dir / LOCK_NAME).exists()
