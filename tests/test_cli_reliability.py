@@ -351,12 +351,14 @@ def test_predict_formats_and_overwrite(run, tmp_path, capsys):
     assert "[1/1]" in capsys.readouterr().out
     trainid = np.asarray(Image.open(out / "aachen_000000_000019_leftImg8bit.png"))
     assert trainid.shape == (24, 40) and trainid.max() < 19
+    assert main(common + ["--format", "trainid"]) == 0  # the same settings: the rerun continues
+    assert "1 image(s) already predicted were skipped" in capsys.readouterr().out
     assert main(common + ["--format", "labelid"]) == 2
-    assert f"prediction folder {out} is not empty" in one_line(capsys)
+    assert f"prediction folder {out} holds predictions of other settings (format 'trainid' -> 'labelid')" in one_line(capsys)
     assert main(common + ["--format", "labelid", "--overwrite"]) == 0
     labelid = np.asarray(Image.open(out / "aachen_000000_000019_leftImg8bit.png"))
     assert np.array_equal(labelid, trainid)  # synthetic-source has no label table: its ids are train ids
-    assert sorted(p.name for p in out.iterdir()) == ["aachen_000000_000019_leftImg8bit.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["aachen_000000_000019_leftImg8bit.png", "predict.json"]
     assert len(restore_model(run_dir / "last.pth").classes) == 19
 
 
