@@ -81,14 +81,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         CheckpointError: one line naming the file when it is missing, corrupt, a
             pickle that needs code to load, or not a contraseg checkpoint.
     """
+    from ..load_errors import describe_load_error, not_a_file_message
+
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(not_a_file_message(path, "checkpoint"))
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure to unpickle means a bad file
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {reason[:200]})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({describe_load_error(err)})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a contraseg checkpoint (no format={CHECKPOINT_FORMAT!r} key)")
     if state.get("version") != CHECKPOINT_VERSION:
