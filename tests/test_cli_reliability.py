@@ -420,7 +420,7 @@ def test_version_threads_and_adapt_done_summary(run, tmp_path, capsys):
     assert "--threads must be >= 1, got 0" in one_line(capsys)
     adapt = write_config(tmp_path, schedule={"max_iters": 1},
                          train={"log_interval": 1, "eval_interval": 1, "checkpoint_interval": 1,
-                                "tensorboard": False},
+                                "tensorboard": False, "best_on": "synthetic-target/val"},
                          adapt={"method": "source_only", "init_checkpoint": str(run_dir / "last.pth")})
     assert main(["adapt", str(adapt), "--run-dir", str(tmp_path / "a"), "--device", "cpu", "--threads", "1"]) == 0
     out = capsys.readouterr().out
