@@ -39,6 +39,10 @@ def test_two_rank_training_and_sharded_evaluation(tmp_path):
         data={"val": [tiny_dataset("synthetic-target", "val", 5), tiny_dataset("synthetic-source", "val", 3)]},
         schedule={"max_iters": 3}, regulariser={"name": "proac"},
         train={"eval_interval": 3, "checkpoint_interval": 3},
+        # The sharded and the one-process evaluations below are compared exactly: both must
+        # compute every image the same way, i.e. one image per forward (the same batching) and
+        # one intra-op thread (OMP_NUM_THREADS=1 for the ranks, torch.set_num_threads(1) here).
+        eval={"batch_size": 1},
     )
     path = write_yaml(tmp_path / "ddp.yaml", config)
     run_dir = tmp_path / "run"
