@@ -53,6 +53,8 @@ def prepare_more(work: Path, tiny: dict[str, Any]) -> None:
     adapt = yaml.safe_load(yaml.safe_dump(tiny))
     adapt["adapt"] = {"method": "source_only", "init_checkpoint": "truncated_run.pth"}
     (work / "adapt_bad.yaml").write_text(yaml.safe_dump(adapt))
+    adapt["adapt"]["init_checkpoint"] = "run/last.pth"
+    (work / "adapt_ok.yaml").write_text(yaml.safe_dump(adapt))
     data = (work / "run" / "last.pth").read_bytes()
     (work / "truncated_run.pth").write_bytes(data[: len(data) // 3])
     (work / "bad.yaml").write_text("name: x\nmodel:\n  backbone: resnet18\n  head: [mlp\noptim: {lr: 1}\n")
@@ -142,6 +144,15 @@ def more_cases(case: Callable[..., Any], env: dict[str, str]) -> list[Any]:
                                                "schedule.warmup_iters=5", "--set", "optim.lrr=1",
                                                "--set", "data.jitter=2"], 2),
         case("malformed YAML", ["train", "bad.yaml"], 2),
+        case("pixel contrast whose classes never exceed max_views in an image (no anchor)",
+             ["train", "tiny.yaml", "--run-dir", "r11", "--set", "regulariser.name=pixel_contrast",
+              "--set", "regulariser.max_views=100"], 0, grep="PixelContrastLoss"),
+        case("progress line of a ProAC run", ["train", "tiny.yaml", "--run-dir", "r12", "--set",
+                                              "regulariser.name=proac"], 0, grep="[2/2]"),
+        case("which set picks best.pth (train.best_on: auto)", ["train", "tiny.yaml", "--run-dir", "r13"], 0,
+             grep="model selection"),
+        case("adaptation without train.best_on", ["adapt", "adapt_ok.yaml", "--run-dir", "r14"], 0,
+             grep="model selection"),
         case("train.best_on naming no val set", ["train", "tiny.yaml", "--run-dir", "r10", "--set",
                                                  "train.best_on=cityscapes/val"], 2),
     ]

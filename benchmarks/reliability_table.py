@@ -67,6 +67,7 @@ class Case:
     before: Any = None  # setup(work) -> a note for the table, or "SKIP: why" (reliability_more)
     after: Any = None  # cleanup(work)
     gone: str | None = None  # a path the failed command must not leave behind
+    grep: str | None = None  # show the first output line (stdout, then stderr) holding this text
 
 
 def contraseg(argv: list[str], cwd: Path, case: Case) -> tuple[int, str, str]:
@@ -228,7 +229,7 @@ def render(rows: list[tuple[Case, int, str, float]]) -> str:
         "Permission errors take the same path as the other OSErrors (rows 19-26) but cannot be",
         "shown here when the script runs as root, which ignores file permissions; the read-only",
         "and full-disk rows use real tmpfs mounts (made only when the script runs as root; rows",
-        "that need them are left out otherwise). Rows 31-47 are the cases of issue 21.",
+        "that need them are left out otherwise). Rows 31-51 are the cases of issue 21; a row whose command succeeds shows the line it is about.",
         "",
         f"{ok} of {len(rows)} cases behave as required.",
         "",
@@ -273,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
                 if case.after:
                     case.after(work)
             text = message(code, out, err)
+            if case.grep:
+                text = next((line.strip() for line in (out + err).splitlines() if case.grep in line),
+                            f"NOT SHOWN ({case.grep!r})")
             if case.gone:
                 text += f" ({case.gone} {'absent afterwards' if not (work / case.gone).exists() else 'LEFT BEHIND'})"
             if case.stale:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 from ..errors import Interrupted, UserError
 
@@ -51,10 +51,3 @@ def held_run_folder(run_dir: Path, is_main: bool, fresh: bool) -> Iterator[None]
         raise
     finally:
         lock.release()
-
-
-def run_folder_holder(run_dir: Path) -> dict[str, Any]:
-    """The lock record of a run folder in use ({} when free)."""
-    from ..engine.run_lock import LOCK_NAME, read_holder
-
-    return read_holder(Path(run_dir) / LOCK_NAME)
