@@ -275,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
                     case.after(work)
             text = message(code, out, err)
             if case.grep:
-                text = next((line.strip() for line in (out + err).splitlines() if case.grep in line),
+                text = next((line[line.index(case.grep):].strip() for line in (out + err).splitlines()
+                             if case.grep in line),
                             f"NOT SHOWN ({case.grep!r})")
             if case.gone:
                 text += f" ({case.gone} {'absent afterwards' if not (work / case.gone).exists() else 'LEFT BEHIND'})"
