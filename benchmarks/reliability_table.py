@@ -1,4 +1,4 @@
-"""Try every bad input and fault of issue 12 on the real command line; write docs/reliability.md.
+"""Try every bad input and fault of issues 12 and 21 on the real command line; write docs/reliability.md.
 
     python benchmarks/reliability_table.py [--out docs/reliability.md] [--keep DIR]
 
@@ -22,6 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -63,6 +64,10 @@ class Case:
     wrapper: str | None = None  # python code run instead of `-m contraseg`
     shown: str | None = None  # the command as shown in the table (default: argv)
     stale: str | None = None  # a stray temp file created before the run; the table says whether it is gone
+    before: Any = None  # setup(work) -> a note for the table, or "SKIP: why" (reliability_more)
+    after: Any = None  # cleanup(work)
+    gone: str | None = None  # a path the failed command must not leave behind
+    grep: str | None = None  # show the first output line (stdout, then stderr) holding this text
 
 
 def contraseg(argv: list[str], cwd: Path, case: Case) -> tuple[int, str, str]:
@@ -126,10 +131,15 @@ def prepare(work: Path) -> dict[str, str]:
 
     torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, weights)
     weights.write_bytes(weights.read_bytes()[:100])
+    from reliability_more import prepare_more
+
+    prepare_more(work, TINY)
     return {"ckpt": "run/last.pth"}
 
 
 def cases() -> list[Case]:
+    from reliability_more import more_cases
+
     ckpt = "run/last.pth"
     synth = ["--option", "length=2", "--option", "size=[32,64]"]
     cs_train = ["--set", "data.train.name=cityscapes", "--set", "data.train.options={}", "--set", "data.num_workers=1"]
@@ -191,6 +201,7 @@ def cases() -> list[Case]:
               "--resume-changed"], 0, stale="r4/.last.pth.k9x2.tmp"),
         Case("a config error with --debug (traceback shown)", ["train", "tiny.yaml", "--set", "optim.lrr=1",
                                                                "--debug"], 1),
+        *more_cases(Case, ENV),
     ]
 
 
@@ -198,6 +209,8 @@ def message(code: int, out: str, err: str) -> str:
     lines = [line for line in (err if code else out).splitlines() if line.strip()]
     if code == 1 and any(line.startswith("Traceback") for line in lines):
         return f"traceback ({len(lines)} lines), ending: {lines[-1]}"
+    if code == 2 and lines and lines[0].endswith("config errors:"):
+        return " / ".join([lines[0]] + [line.split("error:", 1)[1].strip() for line in lines[1:]])
     if code and len(lines) != 1:
         return f"{len(lines)} stderr lines; last: {lines[-1] if lines else ''}"
     return lines[-1] if lines else ""
@@ -214,7 +227,9 @@ def render(rows: list[tuple[Case, int, str, float]]) -> str:
         "ends in one stderr line `contraseg COMMAND: error: ...` with exit code 2; SIGINT / SIGTERM",
         "during training save `last.pth` and exit 130 / 143; `--debug` shows the traceback.",
         "Permission errors take the same path as the other OSErrors (rows 19-26) but cannot be",
-        "shown here when the script runs as root, which ignores file permissions.",
+        "shown here when the script runs as root, which ignores file permissions; the read-only",
+        "and full-disk rows use real tmpfs mounts (made only when the script runs as root; rows",
+        "that need them are left out otherwise). Rows 31-51 are the cases of issue 21; a row whose command succeeds shows the line it is about.",
         "",
         f"{ok} of {len(rows)} cases behave as required.",
         "",
@@ -227,6 +242,8 @@ def render(rows: list[tuple[Case, int, str, float]]) -> str:
             shown += f" (then {signal.Signals(case.signum).name})"
         if case.wrapper:
             shown += " (torch.save fails with ENOSPC)"
+        if getattr(case, "note", None):
+            shown += f" ({case.note})"
         cell = text.replace("|", "\\|")
         lines.append(f"| {index} | {case.what} | `{shown}` | {code} | {case.expect} | {cell} |")
     lines.append("")
@@ -247,8 +264,22 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             if case.stale:
                 (work / case.stale).write_bytes(b"half a checkpoint")
-            code, out, err = contraseg(case.argv, work, case)
+            case.note = case.before(work) if case.before else None
+            if case.note and case.note.startswith("SKIP"):
+                print(f"skipped {case.what}: {case.note}", flush=True)
+                continue
+            try:
+                code, out, err = contraseg(case.argv, work, case)
+            finally:
+                if case.after:
+                    case.after(work)
             text = message(code, out, err)
+            if case.grep:
+                text = next((line[line.index(case.grep):].strip() for line in (out + err).splitlines()
+                             if case.grep in line),
+                            f"NOT SHOWN ({case.grep!r})")
+            if case.gone:
+                text += f" ({case.gone} {'absent afterwards' if not (work / case.gone).exists() else 'LEFT BEHIND'})"
             if case.stale:
                 text += f" ({case.stale} {'removed' if not (work / case.stale).exists() else 'STILL THERE'})"
             rows.append((case, code, text, time.perf_counter() - start))

@@ -37,19 +37,32 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference(checkpoint):
-    """Per image: (name, prediction, confidence level) computed directly with the model."""
+    """``reference(batch_size)``: per image (name, prediction, confidence level) computed directly
+    with the model the way the command computes them: consecutive images in batches of
+    ``batch_size`` and float32 probabilities rounded to levels in float32. (A float64 reference
+    one image at a time differs by one level on some CPUs, which moves a percentile threshold.)"""
     from contraseg.data import build_dataset
     from contraseg.engine.inference import predict_logits
     from contraseg.engine.restore import restore_model
 
     model = restore_model(checkpoint).model
     dataset = build_dataset("synthetic-target", split="train", size=[32, 64], length=5)
-    out = []
-    for i in range(len(dataset)):
-        sample = dataset[i]
-        probs = predict_logits(model, sample["image"][None])[0].double().numpy()
-        out.append((sample["name"], probs.argmax(0), np.round(probs.max(0) * CONFIDENCE_LEVELS).astype(np.int64)))
-    return out
+    cache = {}
+
+    def compute(batch_size):
+        if batch_size not in cache:
+            out = []
+            for start in range(0, len(dataset), batch_size):
+                samples = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+                with torch.no_grad():
+                    probs = predict_logits(model, torch.stack([s["image"] for s in samples])).float()
+                confidence, prediction = probs.max(dim=1)
+                levels = torch.round(confidence.clamp(0.0, 1.0) * CONFIDENCE_LEVELS).long()
+                out += [(s["name"], prediction[j].numpy(), levels[j].numpy()) for j, s in enumerate(samples)]
+            cache[batch_size] = out
+        return cache[batch_size]
+
+    return compute
 
 
 def read_png(path):
@@ -63,6 +76,7 @@ def test_global_threshold_files_and_summary(checkpoint, reference, tmp_path, cap
     out = tmp_path / "pl"
     assert main(["pseudo-label", str(checkpoint), *TARGET, "--out", str(out), "--threshold", "0.3",
                  "--num-workers", "0", "--batch-size", "1"]) == 0
+    reference = reference(1)
     level = int(np.ceil(0.3 * CONFIDENCE_LEVELS))
     summary = json.loads((out / "summary.json").read_text())
     predicted = np.zeros(19, dtype=np.int64)
@@ -89,6 +103,7 @@ def test_class_percentile_thresholds_match_numpy(checkpoint, reference, tmp_path
     cap = 0.6
     assert main(["pseudo-label", str(checkpoint), *TARGET, "--out", str(out), "--threshold", str(cap),
                  "--class-percentile", str(percentile), "--num-workers", "0", "--batch-size", "2"]) == 0
+    reference = reference(2)
     predictions = np.stack([p for _, p, _ in reference])
     levels = np.stack([q for _, _, q in reference])
     cap_level = int(np.ceil(cap * CONFIDENCE_LEVELS))

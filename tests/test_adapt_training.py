@@ -174,7 +174,8 @@ def test_self_training_with_proac_checkpoints_and_resumes(tmp_path, pseudo_label
     assert {"loss", "ce_source", "ce_target", "proac", "target_labelled"} <= set(train[0])
     assert train[0]["loss"] == pytest.approx(train[0]["ce_source"] + train[0]["ce_target"] + train[0]["proac"],
                                              rel=1e-5)
-    assert summary["iteration"] == 4 and (tmp_path / "a" / "best.pth").is_file()
+    assert summary["iteration"] == 4 and (tmp_path / "a" / "last.pth").is_file()
+    assert not (tmp_path / "a" / "best.pth").exists()  # adaptation selects on no target labels unless told
     assert (tmp_path / "a" / "adapt.yaml").is_file()
     interrupted = build_adapt_trainer(cfg, parsed, tmp_path / "b", progress=False)
     stop_at_iteration(interrupted, 2)

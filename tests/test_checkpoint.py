@@ -80,14 +80,15 @@ class NotPlainData:
 @pytest.mark.parametrize(
     "content, message",
     [
-        (b"not a checkpoint at all", r"bad.pth: not a readable checkpoint \("),
-        ("truncated", r"bad.pth: not a readable checkpoint \("),
+        (b"not a checkpoint at all", r"bad.pth: not a readable checkpoint \(not a torch-saved file"),
+        ("truncated", r"bad.pth: not a readable checkpoint \(truncated or corrupt \(not a complete zip archive\)\)$"),
         ({"model": {}}, r"bad.pth: not a contraseg checkpoint \(no format='contraseg-checkpoint' key\)"),
         ([1, 2], r"bad.pth: not a contraseg checkpoint"),
         ({"format": "contraseg-checkpoint", "version": 99}, r"bad.pth: checkpoint version 99, this contraseg reads 1"),
         ({"format": "contraseg-checkpoint", "version": 1, "iteration": 0},
          r"bad.pth: checkpoint lacks keys config, model_config, model"),
-        ("object", r"bad.pth: not a readable checkpoint \(UnpicklingError: "),
+        ("object", r"bad.pth: not a readable checkpoint \(holds pickled Python objects \([\w.]*NotPlainData\) "
+                   r"that loading without running code refuses\)$"),
     ],
 )
 def test_bad_files_give_one_line_errors_naming_the_file(tmp_path, content, message):
@@ -109,6 +110,24 @@ def test_bad_files_give_one_line_errors_naming_the_file(tmp_path, content, messa
 def test_missing_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match=r"checkpoint not found: .*none.pth"):
         load_checkpoint(tmp_path / "none.pth")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "last.pth").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"run is a folder, not a checkpoint file \(it holds last.pth\)$"):
+        load_checkpoint(tmp_path / "run")
+
+
+def test_load_error_reasons_are_whole_sentences_without_torch_advice():
+    from contraseg.load_errors import describe_load_error
+
+    long = RuntimeError("First sentence. " + "word " * 100)
+    assert describe_load_error(long) == "RuntimeError: First sentence"
+    cut = describe_load_error(RuntimeError("x" * 10 + " " + "y " * 200))
+    assert cut.startswith("RuntimeError: xxxxxxxxxx y y") and cut.endswith(" y ...")  # cut between words
+    assert len(cut) <= len("RuntimeError: ") + 200 + 4 and "  " not in cut
+    for text in ("Weights only load failed. ... weights_only ... weights_only=False ... GLOBAL a.B was not ...",):
+        reason = describe_load_error(RuntimeError(text.replace("GLOBAL", "Unsupported global: GLOBAL")))
+        assert reason == "holds pickled Python objects (a.B) that loading without running code refuses"
+        assert "weights_only" not in reason
 
 
 # ------------------------------------------------------------------ RNG state

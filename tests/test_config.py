@@ -96,7 +96,7 @@ def test_missing_base_and_bad_yaml_name_the_file(tmp_path):
     with pytest.raises(ConfigError, match=r"config file not found: .*nope.yaml"):
         load_config(tmp_path / "a.yaml")
     (tmp_path / "bad.yaml").write_text("optim: [1, 2\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml: not valid YAML"):
+    with pytest.raises(ConfigError, match=r"bad.yaml:2:1: not valid YAML"):
         load_config(tmp_path / "bad.yaml")
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match=r"list.yaml: a config must be a YAML mapping, got list"):

@@ -40,6 +40,10 @@ def test_two_rank_training_and_sharded_evaluation(tmp_path):
         schedule={"max_iters": 3}, regulariser={"name": "proac"},
         train={"eval_interval": 3, "checkpoint_interval": 3},
         recipe={"paper": "ContrastiveSeg", "world_size": 2, "total_batch_size": 4},
+        # The sharded and the one-process evaluations below are compared exactly: both must
+        # compute every image the same way, i.e. one image per forward (the same batching) and
+        # one intra-op thread (OMP_NUM_THREADS=1 for the ranks, torch.set_num_threads(1) here).
+        eval={"batch_size": 1},
     )
     path = write_yaml(tmp_path / "ddp.yaml", config)
     run_dir = tmp_path / "run"

@@ -428,3 +428,45 @@ def test_loss_value_is_sensible_for_separated_classes():
     # every anchor: 4 views per class, 3 positives at s = 2, 4 negatives at s = 0
     expected = -(2 - math.log(math.exp(2) + 4))
     assert float(loss.detach()) == pytest.approx(expected, rel=1e-12)
+
+
+# ------------------------------------------------------------------ minimum pixels, empty batches
+def test_a_class_needs_more_than_max_views_pixels_in_an_image_and_no_anchor_warns_once():
+    import warnings
+
+    from contraseg.losses.pixel_contrast import PixelContrastLoss
+
+    embed = torch.randn(2, 8, 4, 5, dtype=torch.float64, requires_grad=True)
+    labels = torch.zeros(2, 4, 5, dtype=torch.long)
+    labels[:, :, 2:] = 1  # per image: class 0 has 8 pixels, class 1 has 12
+    preds = torch.zeros_like(labels)
+    loss_fn = PixelContrastLoss(max_samples=64, max_views=12)  # 12 is not more than 12: no class qualifies
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loss = loss_fn(embed, labels, preds)
+        again = loss_fn(embed, labels, preds)
+    assert loss.item() == 0.0 and again.item() == 0.0
+    assert len(caught) == 1 and "more than max_views=12" in str(caught[0].message)
+    assert "4 x 5 embedding grid (the largest has 12)" in str(caught[0].message)
+    loss.backward()
+    assert torch.equal(embed.grad, torch.zeros_like(embed))
+    # max_views 11: class 1 (12 pixels) qualifies in both images, class 0 (8) does not
+    assert HardAnchorSampler(64, 11)(labels, preds).anchor_labels().unique().tolist() == [1]
+    assert PixelContrastLoss(max_samples=64, max_views=7)(embed, labels, preds).item() > 0  # both classes
+    ignored = torch.full_like(labels, 255)  # nothing labelled: zero loss, no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert PixelContrastLoss(max_views=1)(embed, ignored, preds).item() == 0.0
+
+
+def test_an_empty_batch_gives_a_zero_loss_with_a_gradient():
+    from contraseg.losses.pixel_contrast import PixelContrastLoss
+    from contraseg.sampling.memory_bank import PixelMemoryBank
+
+    for memory in (None, PixelMemoryBank(num_classes=3, dim=8, pixel_size=4, segment_size=4)):
+        embed = torch.randn(0, 8, 4, 5, requires_grad=True)
+        loss = PixelContrastLoss(memory=memory)(embed, torch.zeros(0, 16, 20, dtype=torch.long),
+                                               torch.zeros(0, 16, 20, dtype=torch.long))
+        assert loss.shape == () and loss.item() == 0.0 and loss.requires_grad
+        loss.backward()
+        assert embed.grad.shape == embed.shape

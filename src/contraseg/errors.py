@@ -100,7 +100,8 @@ def report_errors(command: str, body: Callable[[], int | None], debug: bool = Fa
     except (*USER_ERRORS, KeyboardInterrupt) as err:
         if debug:
             raise
-        print(f"contraseg {command}: error: {error_message(err)}", file=sys.stderr, flush=True)
+        for line in getattr(err, "messages", None) or [error_message(err)]:  # several config errors: a line each
+            print(f"contraseg {command}: error: {line}", file=sys.stderr, flush=True)
         return exit_code_of(err)
 
 

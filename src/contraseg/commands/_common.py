@@ -75,12 +75,19 @@ def add_run_arguments(parser: argparse.ArgumentParser, example: str) -> None:
 
 def _entries(folder: Path) -> list[Path]:
     try:
-        return sorted(folder.iterdir())
+        return sorted(p for p in folder.iterdir() if p.name != ".contraseg.lock")
     except FileNotFoundError:
         return []
     except NotADirectoryError:
         blocker = next((p for p in [folder, *folder.parents] if p.is_file()), folder)
         raise UserError(f"cannot use {folder} as a folder: {blocker} is a file") from None
+
+
+def check_run_dir_path(run_dir: Path) -> None:
+    """One line when ``run_dir`` cannot be a folder (a file in the way)."""
+    _entries(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"cannot use {run_dir} as a folder: it is a file")
 
 
 def _remove(path: Path) -> None:

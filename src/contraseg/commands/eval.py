@@ -2,10 +2,12 @@
 [--mode whole|slide] [--scales S ...] [--flip] [--perturb SPEC [--perturb-seed N]] [--out JSON]``
 
 Evaluates a checkpoint on its config's evaluation sets (or the one dataset given),
-prints a per-class IoU table and writes the metrics, in percent, as JSON (default:
-``<checkpoint>.eval.<what was evaluated>.json`` next to the checkpoint, e.g.
-``last.pth.eval.cityscapes-val.json``, so evaluating on another dataset never replaces
-an earlier result). Runs sharded under ``torchrun``.
+prints a per-class IoU table and writes the metrics, in percent, with the datasets and
+inference settings evaluated, as JSON (default: ``<checkpoint>.eval.<dataset>-<split>.<hash>.json``
+next to the checkpoint, e.g. ``last.pth.eval.cityscapes-val.1a2b3c4d.json``, the hash over
+datasets and settings, so other settings never replace an earlier result; an existing
+``--out`` of other settings is refused without ``--overwrite``). The output is checked
+before the evaluation runs. Runs sharded under ``torchrun``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from ..errors import UserError
 from ._common import add_option_argument, dataset_for_model, in_process_group, parse_options
 from ._perturb import add_perturb_arguments, perturbation_of, perturbed, perturbed_name, perturbed_note
+from .eval_output import check_previous, check_writable, default_name, settings_of
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -36,6 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--flip", action="store_true", default=None, help="add horizontal-flip averaging")
     parser.add_argument("--out", help="JSON output file")
     add_perturb_arguments(parser)
+    parser.add_argument("--overwrite", action="store_true", help="replace an --out JSON of other settings")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="device type (default: CUDA if available)")
     parser.add_argument("--num-workers", type=int, default=2, help="data loading workers (default 2)")
     parser.set_defaults(func=run)
@@ -55,20 +59,6 @@ def _apply_cli(cfg: Any, args: argparse.Namespace) -> None:
         cfg.eval.scales = list(args.scales)
     if args.flip is not None:
         cfg.eval.flip = True
-
-
-def result_name(checkpoint: str | Path, datasets: list[Any]) -> Path:
-    """``<checkpoint>.eval.<name>-<split>[-<options>][+...].json``: named by what was evaluated."""
-    import re
-
-    parts = []
-    for ds in datasets:
-        text = f"{ds.name}-{ds.split}"
-        for key, value in sorted(ds.options.items()):
-            shown = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-            text += f"-{key}={shown}"
-        parts.append(re.sub(r"[^A-Za-z0-9=,._-]+", "_", text))
-    return Path(f"{checkpoint}.eval.{'+'.join(parts)}.json")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,6 +85,14 @@ def run(args: argparse.Namespace) -> int:
             datasets = [DatasetConfig(name=args.dataset, root=args.root, split=args.split, options=options)]
         else:
             datasets = list(cfg.data.val)
+        settings = settings_of(datasets, cfg)
+        # the clean name (hash of datasets and inference) plus a readable suffix when perturbed
+        clean_name = default_name(args.checkpoint, settings)
+        settings["perturbation"] = perturbation.record() if perturbation else None
+        out = Path(args.out) if args.out else perturbed_name(clean_name, perturbation)
+        if context.is_main:  # before the work: a read-only folder or another evaluation's JSON
+            check_previous(out, settings, args.overwrite)
+            check_writable(out)
         results: dict[str, Any] = {}
         for ds_cfg in datasets:
             label = dataset_label(ds_cfg)
@@ -110,16 +108,12 @@ def run(args: argparse.Namespace) -> int:
                       f"iteration {restored.iteration}, {inference.mode}, scales {list(inference.scales)}, "
                       f"flip {inference.flip}{perturbed_note(perturbation)})")
                 print(format_metrics_table(metrics), flush=True)
-        return restored, datasets, results
+        return restored, (out, settings), results
 
-    context, (restored, datasets, results) = in_process_group(args.device, evaluate)
+    context, (restored, (out, settings), results) = in_process_group(args.device, evaluate)
     if context.is_main:
-        out = Path(args.out) if args.out else perturbed_name(result_name(args.checkpoint, datasets), perturbation)
-        out.parent.mkdir(parents=True, exist_ok=True)
         percent = {label: metrics_in_percent(m) for label, m in results.items()}
         out.write_text(json.dumps(json_safe({"checkpoint": str(args.checkpoint), "iteration": restored.iteration,
-                                             "unit": "%", "results": percent,
-                                             "perturbation": perturbation.record() if perturbation else None}),
-                                  indent=1))
+                                             **settings, "unit": "%", "results": percent}), indent=1))
         print(f"metrics written to {out}")
     return 0

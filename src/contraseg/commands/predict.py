@@ -1,27 +1,33 @@
 """``contraseg predict CHECKPOINT IMAGES... --out DIR [--format color|trainid|labelid] [--overwrite]``
 
-Segments each image (a folder stands for the .png/.jpg/.jpeg files inside it) with
-a trained checkpoint. ``--format color`` (default) writes ``<name>_pred.png`` (the
-dataset's palette) and ``<name>_overlay.png`` (the prediction blended on the input);
-``trainid`` writes ``<name>.png`` holding the train ids (0..K-1); ``labelid`` writes
-``<name>.png`` in the training dataset's own label encoding (Cityscapes / GTA5:
-Cityscapes labelIds, so ``leftImg8bit`` file names give the files
+Segments each image (a folder stands for the .png/.jpg/.jpeg files in it and its
+subfolders; outputs keep the path relative to the folder) with a trained checkpoint.
+``--format color`` (default) writes ``<name>_pred.png`` (the dataset's palette),
+``<name>_overlay.png`` (the prediction blended on the input) and a legend
+(``legend.png``, ``legend.json``); ``trainid`` writes ``<name>.png`` holding the train ids
+(0..K-1); ``labelid`` writes ``<name>.png`` in the training dataset's own label encoding
+(Cityscapes / GTA5: Cityscapes labelIds, so a ``leftImg8bit/val`` tree gives the files
 ``cityscapesscripts``' evaluator looks for; ADE20K: 1..150; a dataset without a label
-table: train ids). DIR must be empty or ``--overwrite`` given. Inference uses the
-checkpoint config's ``eval`` section unless overridden here.
+table: train ids). DIR must be empty, hold an earlier predict of the same settings (the
+rerun continues it, skipping finished images), or ``--overwrite`` given.
+``--skip-unreadable`` skips images that cannot be read and counts them at the end.
+Inference uses the checkpoint config's ``eval`` section unless overridden here.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
 from ._common import prepare_output_dir
+from .predict_outputs import (IMAGE_SUFFIXES, check_continuation, collect_images, output_paths, write_legend,
+                              write_manifest)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+__all__ = ["IMAGE_SUFFIXES", "add_parser", "collect_images", "label_id_table", "run"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -37,26 +43,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the prediction (default 0.5)")
     parser.add_argument("--format", choices=("color", "trainid", "labelid"), default="color",
                         help="color: palette PNG + overlay; trainid / labelid: label-map PNG (default color)")
-    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty --out, deleting its PNGs first")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a non-empty --out, deleting its PNG/JSON files first")
+    parser.add_argument("--skip-unreadable", action="store_true",
+                        help="skip images that cannot be read (counted at the end) instead of stopping")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="device type (default: CUDA if available)")
     parser.set_defaults(func=run)
-
-
-def collect_images(items: list[str]) -> list[Path]:
-    """Files as given, folders expanded to their images (sorted); UserError for a missing path."""
-    paths: list[Path] = []
-    for item in items:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise UserError(f"no .png/.jpg/.jpeg images in folder {path}")
-            paths.extend(found)
-        elif path.is_file():
-            paths.append(path)
-        else:
-            raise UserError(f"image not found: {path}")
-    return paths
 
 
 def label_id_table(dataset_name: str, classes: list[str]) -> tuple[np.ndarray, str]:
@@ -119,21 +111,46 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "labelid":
         lut, note = label_id_table(cfg.data.train.name, restored.classes)
         print(f"--format labelid: {note}")
-    out = prepare_output_dir(args.out, args.overwrite, (".png",), "prediction")
-    stems: dict[str, int] = {}
-    for index, path in enumerate(images, start=1):
-        rgb = read_rgb_image(path)
+    settings = {"checkpoint": str(Path(args.checkpoint).resolve()), "format": args.format,
+                "inference": options.kwargs(),
+                **({"alpha": args.alpha} if args.format == "color" else {})}
+    settings = json.loads(json.dumps(settings, default=str))  # as it reads back from predict.json
+    out = Path(args.out)
+    continuing = check_continuation(out, settings, args.overwrite)
+    if not continuing:
+        out = prepare_output_dir(args.out, args.overwrite, (".png", ".json"), "prediction")
+    write_manifest(out, settings)  # also checks, before any work, that --out is writable
+    if args.format == "color":
+        write_legend(out, restored.classes, restored.palette)
+    skipped: list[str] = []
+    done_before = 0
+    for index, job in enumerate(images, start=1):
+        targets = output_paths(out, job.stem, args.format)
+        if continuing and all(p.is_file() for p in targets):
+            done_before += 1
+            continue
+        try:
+            rgb = read_rgb_image(job.path)
+        except ValueError as err:
+            if not args.skip_unreadable:
+                raise UserError(f"{err} (pass --skip-unreadable to skip such images)") from None
+            skipped.append(str(job.path))
+            print(f"[{index}/{len(images)}] skipped: {err}", flush=True)
+            continue
         batch = normalize(image_to_tensor(rgb))[None].to(device)
         with torch.no_grad():
             prediction = predict_labels(restored.model, batch, **options.kwargs())[0].cpu().numpy()
-        stem = path.stem if path.stem not in stems else f"{path.stem}_{stems[path.stem]}"
-        stems[path.stem] = stems.get(path.stem, 0) + 1
         if args.format == "color":
-            written = save_prediction_images(rgb, prediction, restored.palette, out, stem, args.alpha)
+            written = save_prediction_images(rgb, prediction, restored.palette, targets[0].parent,
+                                             job.stem.name, args.alpha)
         else:
-            target = out / f"{stem}.png"
             mapped = lut[prediction.astype(np.int64).clip(0, 255)]
-            atomic_write(target, lambda handle, mapped=mapped: Image.fromarray(mapped).save(handle, format="PNG"))
-            written = (target,)
-        print(f"[{index}/{len(images)}] {path} -> {', '.join(str(p) for p in written)}", flush=True)
+            atomic_write(targets[0], lambda handle, mapped=mapped: Image.fromarray(mapped).save(handle, format="PNG"))
+            written = targets
+        print(f"[{index}/{len(images)}] {job.path} -> {', '.join(str(p) for p in written)}", flush=True)
+    if done_before:
+        print(f"continued {out}: {done_before} image(s) already predicted were skipped")
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable image(s) of {len(images)}: {', '.join(skipped[:3])}"
+              f"{', ...' if len(skipped) > 3 else ''}")
     return 0

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Interrupted
-from ._common import add_run_arguments, in_process_group, prepare_run_dir, set_threads
+from ._common import add_run_arguments, check_run_dir_path, in_process_group, prepare_run_dir, set_threads
+from .run_folder import held_run_folder
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -43,13 +44,15 @@ def start_run(args: argparse.Namespace, run_dir: Path, command: str, fit: Any) -
     from ..engine.interruption import TrainingInterrupted
 
     def body(context: Any) -> dict[str, Any]:
-        prepare_run_dir(run_dir, args.resume, args.overwrite, delete=context.is_main)
-        barrier()
-        try:
-            return fit(context)
-        except TrainingInterrupted as err:
-            raise Interrupted(f"{err}; resume with: {resume_hint(command, args, run_dir)}",
-                              128 + err.signum) from None
+        check_run_dir_path(run_dir)
+        with held_run_folder(run_dir, context.is_main, fresh=args.resume is None):
+            prepare_run_dir(run_dir, args.resume, args.overwrite, delete=context.is_main)
+            barrier()
+            try:
+                return fit(context)
+            except TrainingInterrupted as err:
+                raise Interrupted(f"{err}; resume with: {resume_hint(command, args, run_dir)}",
+                                  128 + err.signum) from None
 
     return in_process_group(args.device, body)
 

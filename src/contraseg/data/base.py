@@ -212,8 +212,20 @@ class FileSegmentationDataset(SegmentationDataset):
         return read_label_png(path)
 
     def load_label(self, path: Path) -> np.ndarray:
-        """Label file ``path`` as uint8 H x W train ids; unknown raw ids -> ignore."""
-        return self.label_table.map(self.read_raw_label(path))
+        """Label file ``path`` as uint8 H x W train ids.
+
+        Raw values outside the format's id table are refused with a one-line ValueError
+        naming the file and the values, as ``contraseg datasets check`` refuses them (they
+        used to become ignore silently, so training and the check disagreed).
+        """
+        raw = self.read_raw_label(path)
+        table = self.label_table
+        if raw.size and not table.all_known(raw):
+            unknown = table.unknown_values(raw)
+            shown = ", ".join(str(v) for v in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+            raise ValueError(f"label {path}: value(s) {shown} outside the {self.info.name} id table "
+                             f"(contraseg datasets check lists every such file)")
+        return table.map(raw)
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -62,8 +62,9 @@ class LabelTable:
     """Raw label id -> train id, as a lookup table.
 
     ``mapping`` lists every raw id the format defines (void ids included, mapped to
-    ``ignore_index``). Raw ids missing from it also map to ``ignore_index`` when
-    loading, and :meth:`unknown_values` reports them (``contraseg datasets check``).
+    ``ignore_index``). :meth:`map` sends raw ids missing from it to ``ignore_index``;
+    datasets refuse label files holding them (``SegmentationDataset.load_label``) and
+    :meth:`unknown_values` reports them (``contraseg datasets check``).
 
     Example: Cityscapes ``{7: 0, 26: 13, 0: 255, ...}``; raw label images may be
     uint8 or uint16 (SYNTHIA), any shape.
@@ -93,6 +94,15 @@ class LabelTable:
         if inside.all():
             return self.lut[raw]
         return np.where(inside, self.lut[np.clip(raw, 0, self.lut.size - 1)], self.ignore_index).astype(np.uint8)
+
+    def all_known(self, raw: np.ndarray) -> bool:
+        """Whether every value of ``raw`` is a raw id of the table (cheap: one gather)."""
+        raw = np.asarray(raw)
+        if raw.size == 0:
+            return True
+        if int(raw.min()) < 0 or int(raw.max()) >= self.known.size:
+            return False
+        return bool(self.known[raw].all())
 
     def unknown_values(self, raw: np.ndarray) -> list[int]:
         """The distinct raw values of ``raw`` that the table does not define, ascending."""

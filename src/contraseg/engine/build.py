@@ -132,6 +132,7 @@ def checked_model(kwargs: dict[str, Any]) -> nn.Module:
     except Exception as err:  # noqa: BLE001 - torch.load raises RuntimeError / pickle errors on a bad file
         if not kwargs.get("pretrained"):
             raise
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        from ..load_errors import describe_load_error
+
         raise ValueError(f"config key model.pretrained: {kwargs['pretrained']} is not a readable weights file "
-                         f"({type(err).__name__}: {reason})") from None
+                         f"({describe_load_error(err)})") from None

@@ -43,10 +43,23 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save(obj)`` to ``path`` through a same-directory temp file and ``os.replace``.
 
     An OSError (a full disk, no permission) is re-raised naming ``path``; the old file
-    at ``path`` is untouched and the temp file removed.
+    at ``path`` is untouched and the temp file removed. torch's zip writer reports a full
+    disk as a RuntimeError without errno: :func:`contraseg.engine.disk_space.explain_write_failure`
+    recovers the OSError behind it.
     """
+    from .disk_space import explain_write_failure
+
+    def write(handle: Any) -> None:
+        try:
+            torch.save(obj, handle)
+        except RuntimeError as err:  # checked while the partial temp file still fills the disk
+            real = explain_write_failure(err, path)
+            if real is None:
+                raise
+            raise real from None
+
     try:
-        atomic_write(path, lambda handle: torch.save(obj, handle))
+        atomic_write(path, write)
     except OSError as err:
         if err.filename is not None and str(err.filename) == str(path):
             raise
@@ -68,14 +81,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         CheckpointError: one line naming the file when it is missing, corrupt, a
             pickle that needs code to load, or not a contraseg checkpoint.
     """
+    from ..load_errors import describe_load_error, not_a_file_message
+
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(not_a_file_message(path, "checkpoint"))
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure to unpickle means a bad file
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {reason[:200]})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({describe_load_error(err)})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a contraseg checkpoint (no format={CHECKPOINT_FORMAT!r} key)")
     if state.get("version") != CHECKPOINT_VERSION:

@@ -166,6 +166,7 @@ class TrainConfig:
     checkpoint_interval: int = config_field(1000, minimum=1)
     tensorboard: bool = True
     deterministic: bool = False
+    best_on: Any = "auto"  # str label or int index: which data.val set picks best.pth (contraseg.engine.model_selection)
 
 
 @dataclass

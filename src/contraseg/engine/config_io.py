@@ -60,8 +60,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ConfigError(f"{path}: not valid YAML ({first})") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(err, "problem", None) or (str(err).splitlines() or [type(err).__name__])[0]
+        context = getattr(err, "context", None)
+        raise ConfigError(f"{where}: not valid YAML ({f'{context}: ' if context else ''}{problem})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -149,7 +152,9 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
     raw = apply_overrides(raw, overrides)
     if "name" not in raw:
         raw["name"] = Path(path).stem
-    return config_from_dict(raw)
+    from .config_report import collect_config_errors
+
+    return collect_config_errors(raw, config_from_dict)
 
 
 def config_to_yaml(cfg: Config) -> str:

@@ -39,6 +39,9 @@ def save_prediction_images(image: np.ndarray, prediction: np.ndarray, palette: S
     out.mkdir(parents=True, exist_ok=True)
     colours = colorize(prediction.astype(np.int64), palette)
     pred_path, overlay_path = out / f"{stem}_pred.png", out / f"{stem}_overlay.png"
-    Image.fromarray(colours).save(pred_path)
-    Image.fromarray(overlay(image, colours, alpha)).save(overlay_path)
+    from .._io import atomic_write  # whole files only: a rerun of predict skips what exists
+
+    atomic_write(pred_path, lambda handle: Image.fromarray(colours).save(handle, format="PNG"))
+    blended = overlay(image, colours, alpha)
+    atomic_write(overlay_path, lambda handle: Image.fromarray(blended).save(handle, format="PNG"))
     return pred_path, overlay_path

@@ -22,7 +22,8 @@ BEST = "best.pth"
 
 # Config keys a resume may change freely: they do not change what is trained.
 NON_TRAINING_KEYS = ("name", "recipe", "data.val", "data.num_workers", "data.eval_classes", "eval",
-                     "train.log_interval", "train.eval_interval", "train.checkpoint_interval", "train.tensorboard")
+                     "train.log_interval", "train.best_on", "train.eval_interval", "train.checkpoint_interval",
+                     "train.tensorboard")
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

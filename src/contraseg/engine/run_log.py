@@ -11,7 +11,9 @@ reports them; in memory (``compute_metrics``) they stay fractions. ``time`` is s
 per iteration, ``eta`` the seconds left at that pace.
 
 Progress: on a terminal a tqdm bar; otherwise (a pipe, nohup, a log file) every
-``log_train`` prints a plain line ``[it/max] loss ... | lr ... | x it/s | ETA h:mm:ss``.
+``log_train`` prints a plain line ``[it/max] loss ... ce ... proac(w) ... | lr ... | x it/s | ETA h:mm:ss``:
+a term marked ``(w)`` is weighted as it is added to the loss (the JSONL keys keep the bare
+names); it/s counts data loading and training steps, never the evaluations between them.
 :class:`Progress` does the same for loops over images (eval, pseudo labels, predict).
 
 Only the main process (rank 0) writes; on other ranks every method is a no-op. On
@@ -176,6 +178,14 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     return records
 
 
+UNWEIGHTED_TERMS = ("loss", "ce", "ce_source", "ce_mix", "lr")
+
+
+def term_label(name: str) -> str:
+    """How a loss term is shown on a progress line: ``proac(w)`` for a weighted term."""
+    return name if name in UNWEIGHTED_TERMS else f"{name}(w)"
+
+
 class RunLogger:
     """JSONL + TensorBoard + progress bar for one training run.
 
@@ -194,6 +204,7 @@ class RunLogger:
         self.path = Path(run_dir) / "log.jsonl"
         self._writer = None
         self._bar = None
+        self._explained = False
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -241,11 +252,15 @@ class RunLogger:
         """Show the loss terms: the bar's postfix on a terminal, else a plain line on stdout."""
         if not self.enabled:
             return
-        if self._bar is not None:
-            self._bar.set_postfix(loss=f"{terms.get('loss', float('nan')):.4f}", lr=f"{lr:.2e}")
-            return
-        shown = " ".join(f"{name} {value:.4f}" for name, value in terms.items() if name != "reg_weight")
         rate = f"{1.0 / seconds:.2f}" if seconds > 0 else "inf"
+        if self._bar is not None:  # tqdm's own rate is wall time (evaluations included); train_it/s is not
+            self._bar.set_postfix(loss=f"{terms.get('loss', float('nan')):.4f}", lr=f"{lr:.2e}", train_its=rate)
+            return
+        shown = " ".join(f"{term_label(name)} {value:.4f}" for name, value in terms.items() if name != "reg_weight")
+        if not self._explained and any(term_label(name) != name for name in terms):
+            self._explained = True
+            print("loss terms: name(w) = the weighted term as added to the loss (weight x raw value); "
+                  "it/s counts data loading and training steps, not evaluations", flush=True)
         eta = format_duration(seconds * max(0, self.total_iters - iteration))
         print(f"[{iteration}/{self.total_iters}] {shown} | lr {lr:.3e} | {rate} it/s | ETA {eta}", flush=True)
 

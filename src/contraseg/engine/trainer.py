@@ -61,6 +61,7 @@ from .config_io import config_to_yaml
 from .evaluate import evaluate_dataset, inference_options
 from .interruption import StopRequest, TrainingInterrupted
 from .metrics import format_metrics_table
+from .model_selection import resolve_best_on
 from .optim import PolyLR, build_optimizer, split_parameters
 from .precision import resolve_precision
 from .process_group import ProcessContext, barrier, init_process_group_from_env
@@ -128,6 +129,7 @@ class Trainer:
                 raise ValueError(
                     f"data.val {label} has {len(dataset.info.classes)} classes but data.train has {self.num_classes}"
                 )
+        self.best_on, self.best_on_note = resolve_best_on(cfg, [label for label, _ in self.val_sets])
 
         self.model_config = segmentor_kwargs(cfg.model, self.num_classes)
         model = checked_model(self.model_config).to(self.device)
@@ -337,6 +339,8 @@ class Trainer:
         print_every = min(cfg.train.log_interval, PRINT_EVERY)
         if self.ctx.is_main and self.resumed_from is not None:
             self.logger.message(f"resumed from {self.resumed_from} at iteration {self.iteration}")
+        if self.ctx.is_main:
+            self.logger.message(self.best_on_note)
         saved_last = -1
         while self.iteration < max_iters:
             tick = time.perf_counter()
@@ -358,7 +362,7 @@ class Trainer:
                 self.logger.print_train(self.iteration, lr, values, seconds)
             if self.iteration % cfg.train.eval_interval == 0 or done:
                 last_eval = self.evaluate()
-                first = last_eval[self.val_sets[0][0]]["mIoU"]
+                first = last_eval[self.best_on]["mIoU"] if self.best_on else math.nan
                 if not math.isnan(first) and (self.best["mIoU"] is None or first > self.best["mIoU"]):
                     self.best = {"mIoU": first, "iteration": self.iteration}
                     self._save(BEST)

@@ -27,6 +27,7 @@ streaming loss is tested and benchmarked against.
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
@@ -109,7 +110,14 @@ class PixelContrastLoss(nn.Module):
         max_samples: anchors per process at most (per rank under DDP), for the default sampler
             (released: 1024).
         max_views: views per (image, class) pair at most (per process), for the default sampler
-            (released: 100).
+            (released: 100). It is also the minimum: a class is an anchor class in an image
+            only with **more than** ``max_views`` labelled pixels there, counted on the
+            embedding grid h x w (labels resized to it), as released
+            (tfzhou/ContrastiveSeg@287e5d3, ``lib/loss/loss_contrast.py`` line 39). E.g. at
+            output stride 32 a 512 x 1024 crop gives 16 x 32 = 512 embedding pixels, so
+            ``max_views=20`` needs a class covering > 20/512 ~ 4% of the image. When a batch
+            with labelled pixels yields no anchor, the loss is 0 and a warning is issued
+            (once per loss module).
         ignore_index: label of pixels that are never anchors.
         memory: optional :class:`PixelMemoryBank`; when given, anchors are contrasted with
             its entries instead of with each other. The caller enqueues the batch after
@@ -130,7 +138,8 @@ class PixelContrastLoss(nn.Module):
         - predictions: B x H' x W' integer predicted classes (argmax), resized to h x w
         - samples: optional precomputed :class:`AnchorSamples` on the h x w grid
         - output: scalar, float32 for half inputs (else the input dtype); ``0 * embeddings.sum()`` when nothing
-          is contrasted (no candidate pair, no positive, empty memory)
+          is contrasted (no candidate pair, no positive, empty memory, an empty batch B = 0:
+          a zero loss with a gradient path, as ProAC and PPC return 0)
 
     Example:
         >>> loss_fn = PixelContrastLoss()  # the released t = 0.1, t_base = 0.07, 1024 anchors, 100 views
@@ -173,6 +182,7 @@ class PixelContrastLoss(nn.Module):
         self.memory = memory
         self.memory_impl = memory_impl
         self.block_size = block_size
+        self._warned = False
 
     def extra_repr(self) -> str:
         memory = f", memory_impl={self.memory_impl!r}" if self.memory is not None else ""
@@ -211,6 +221,8 @@ class PixelContrastLoss(nn.Module):
         check_labels(predictions, batch, name="predictions")
         if enqueue and self.memory is None:
             raise ValueError("enqueue=True needs a memory bank: PixelContrastLoss(memory=PixelMemoryBank(...))")
+        if embeddings.numel() == 0:  # B = 0 (or an empty grid): nothing to contrast
+            return zero_loss(embeddings)
         flat_labels = resize_labels(labels, (h, w)).to(embeddings.device)
         if self.memory is not None:
             check_dim(dim, self.memory.dim, "embeddings", "the memory bank")
@@ -221,6 +233,8 @@ class PixelContrastLoss(nn.Module):
         if samples is None:
             flat_preds = resize_labels(predictions, (h, w)).to(embeddings.device)
             samples = self.sampler(flat_labels, flat_preds, generator=generator)
+            if samples.index.numel() == 0 and not self._warned:
+                self._warn_no_anchors(flat_labels)
         else:
             _check_samples(samples, flat_labels)
 
@@ -228,6 +242,22 @@ class PixelContrastLoss(nn.Module):
         if enqueue:
             self.memory.enqueue(embeddings.detach(), labels)
         return loss
+
+    def _warn_no_anchors(self, flat_labels: Tensor) -> None:
+        """Warn (once per module) when labelled pixels exist but no (image, class) pair qualifies."""
+        labelled = flat_labels != self.ignore_index
+        if not bool(labelled.any()):
+            return
+        self._warned = True
+        views = getattr(self.sampler, "max_views", None)
+        most = max(int(torch.bincount(row[row != self.ignore_index].flatten()).max())
+                   for row in flat_labels.flatten(1) if bool((row != self.ignore_index).any()))
+        rule = (f"a class needs more than max_views={views} labelled pixels in an image on the "
+                f"{flat_labels.shape[-2]} x {flat_labels.shape[-1]} embedding grid (the largest has {most}); "
+                f"lower max_views or use a finer output stride" if views is not None
+                else "the sampler returned no anchor")
+        warnings.warn(f"PixelContrastLoss: this batch gives no anchor although it has labelled pixels, so the "
+                      f"loss is 0: {rule} (warned once)", RuntimeWarning, stacklevel=3)
 
     def _contrast(self, embeddings: Tensor, samples: AnchorSamples, copy_memory: bool = False) -> Tensor:
         """The loss of the sampled anchors, in float32 (or float64) with autocast off."""

@@ -102,15 +102,17 @@ def load_released_state_dict(path: str | Path, allow_pickle: bool = False) -> di
         ConversionError: one line naming the file when it is missing, unreadable or holds
             no state dict.
     """
+    from ..load_errors import describe_load_error, not_a_file_message
+
     path = Path(path)
     if not path.is_file():
-        raise ConversionError(f"checkpoint not found: {path}")
+        raise ConversionError(not_a_file_message(path, "checkpoint"))
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except Exception as err:  # noqa: BLE001 - any failure to unpickle means an unusable file here
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        hint = "" if allow_pickle else " (a file that needs code to load: re-run with --allow-pickle if you trust it)"
-        raise ConversionError(f"{path}: not a readable checkpoint ({type(err).__name__}: {first}){hint}") from None
+        reason = describe_load_error(err)
+        hint = "; re-run with --allow-pickle if you trust it" if "pickled" in reason and not allow_pickle else ""
+        raise ConversionError(f"{path}: not a readable checkpoint ({reason}){hint}") from None
     obj = _unwrap(obj, path)
     if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
         raise ConversionError(f"{path}: holds no state dict (a mapping of names to tensors)")

@@ -72,6 +72,10 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
         ValueError: the file does not hold a mapping of names to tensors.
     """
     file = Path(path).expanduser()
+    if file.is_dir():
+        from ..load_errors import not_a_file_message
+
+        raise IsADirectoryError(not_a_file_message(file, "weights"))
     if not file.is_file():
         raise FileNotFoundError(f"pretrained weights file not found: {str(file)!r}")
     if file.suffix == ".safetensors":
