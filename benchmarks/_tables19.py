@@ -5,6 +5,7 @@ seed (``+1.2 / -0.3 / +0.8 (mean +0.6)``); a row without results shows dashes.""
 
 from __future__ import annotations
 
+import functools
 import statistics
 from pathlib import Path
 from typing import Any
@@ -136,16 +137,23 @@ def missing_runs(expected: list[str], results: Path) -> str:
     return "Missing runs (no result JSON yet; their rows show dashes): " + "; ".join(parts) + "."
 
 
+@functools.lru_cache(maxsize=2)
+def target_train(length: int) -> Any:
+    """synthetic-target train (``length`` scenes, 64 x 128), drawn once per render."""
+    from contraseg.data import build_dataset
+
+    return build_dataset("synthetic-target", split="train", size=[64, 128], length=length, cache=True)
+
+
 def pseudo_label_quality(out: Path, folder: str, seeds: list[int], length: int) -> str:
     """Kept share and accuracy of each seed's pseudo labels (``OUT/<folder>/s<seed>``) against
     target train's truth."""
-    from contraseg.data import build_dataset
     from contraseg.data.pseudo_labels import PseudoLabelDir
 
     present = [seed for seed in seeds if (out / folder / f"s{seed}" / "summary.json").exists()]
     if not present:
         return ""
-    dataset = build_dataset("synthetic-target", split="train", size=[64, 128], length=length, cache=True)
+    dataset = target_train(length)
     parts = []
     for seed in present:
         labels = PseudoLabelDir(out / folder / f"s{seed}")

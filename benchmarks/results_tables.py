@@ -46,22 +46,25 @@ the pseudo labels); ``contraseg eval --perturb`` of the supervised CE, ProAC, pi
 (both starts) and ProtoSeg checkpoints (resolution x0.5 / x1.5, night 0.5, gamma 2, 25%
 masked, perturbation seed 0), paired against CE; the ProtoSeg prototypes' within-class
 cosines and use (``prototype_diversity_json.py``). ``--render-only`` lists the runs whose
-result JSON is missing.
+result JSON is missing; ``--only ISSUE19`` runs just these rows and their baselines.
 
-Tiny check of the whole graph (minutes, numbers meaningless)::
+Tiny check of the whole graph (21 minutes on 2 busy cores for one seed, numbers meaningless; 15
+adaptation iterations so that the WDASS start, 15 // 15, is not 0)::
 
     .venv/bin/python benchmarks/results_tables.py --out /tmp/rt_tiny --seeds 0 --ablation-seeds \
-        --source-iters 8 --adapt-iters 4 --target-length 16 --source-length 16 --diversity-images 4
+        --source-iters 8 --adapt-iters 15 --target-length 16 --source-length 16 --diversity-images 4
 
 Usage::
 
     .venv/bin/python benchmarks/results_tables.py --out runs/results_tables
+    .venv/bin/python benchmarks/results_tables.py --out runs/results_tables19 --only ISSUE19
     .venv/bin/python benchmarks/results_tables.py --out docs/results_data/gpu_640 --render-only
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import platform
 import subprocess
 import sys
@@ -76,16 +79,36 @@ from _tables import ablation_table, da_table, load_results, per_class_table, sup
 from _tables19 import (diversity_table, hard_start_table, missing_runs, pseudo_label_quality,  # noqa: E402
                        robustness_tables, stage2_table, uda_table, wdass_delayed_table)
 
-__all__ = ["ABLATION", "ADAPTATION", "SOURCE", "SUPERVISED", "SUPERVISED_DELAYED", "TARGET", "build_jobs", "main",
+__all__ = ["ABLATION", "ADAPTATION", "ISSUE19", "SOURCE", "SUPERVISED", "SUPERVISED_DELAYED", "TARGET", "build_jobs", "main",
            "plan", "render"]
 
 
+#: ``--only ISSUE19``: the issue-19 rows and the rows they are paired with (no oracle, ablation,
+#: CE-label self-training or prototype-softmax WDASS).
+ISSUE19 = ("sup_*", "finetune_*", "wdass_image_s[0-9]*", "wdass_point_s[0-9]*", "wdass_coarse_s[0-9]*",
+           "wdass_*_delayed_*",
+           "dacs_*", "fda_*", "st2_*", "rob_*", "div_*")
+
+
 def plan(args: argparse.Namespace) -> list[Job]:
-    """:func:`build_jobs` without the ``--skip-rows`` (every seed of each)."""
+    """:func:`build_jobs` without the ``--skip-rows`` (every seed of each); with ``--only``, just the
+    jobs whose names match one of its patterns and the jobs they need."""
     skip = getattr(args, "skip_rows", None) or []
     skipped = {f"{row}_s{seed}" for row in skip for seed in (*args.seeds, *args.ablation_seeds)}
     skipped |= {f"sup_{name}" for name in skipped} | {f"da_{name}" for name in skipped}
-    return [job for job in build_jobs(args) if job.name not in skipped]
+    jobs = [job for job in build_jobs(args) if job.name not in skipped]
+    only = getattr(args, "only", None)
+    if only:
+        by_name = {job.name: job for job in jobs}
+        todo = [name for name in by_name if any(fnmatch.fnmatchcase(name, pattern) for pattern in only)]
+        keep: set[str] = set()
+        while todo:
+            name = todo.pop()
+            if name not in keep:
+                keep.add(name)
+                todo += [dep for dep in by_name[name].after if dep in by_name]
+        jobs = [job for job in jobs if job.name in keep]
+    return jobs
 
 
 def commit() -> str:
@@ -138,6 +161,8 @@ def render(args: argparse.Namespace, wall: float | None, timings: dict[str, floa
              missing_runs([job.name for job in plan(args) if job.done_marker.parent.name == "results"],
                           args.out / "results"), ""]
     skipped = f"; rows left out: {', '.join(args.skip_rows)}" if getattr(args, "skip_rows", None) else ""
+    if getattr(args, "only", None):
+        skipped += f"; only {' '.join(args.only)} and what they need"
     settings = (f"Settings: seeds {seeds} (ablation {args.ablation_seeds or 'not run'}{skipped}); {args.source_iters} "
                 f"supervised / oracle iterations; T = {args.adapt_iters} adaptation iterations; {length} target "
                 f"train images; {getattr(args, 'source_length', 1000)} source train images; device {args.device}; "
@@ -166,9 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device of every run (default cpu)")
     parser.add_argument("--skip-rows", nargs="*", default=[], metavar="ROW",
                         help="leave these rows out of the plan, e.g. wdass_coarse_softmax (every seed)")
+    parser.add_argument("--only", nargs="+", metavar="PATTERN",
+                        help="run only the jobs whose names match these shell patterns (and the jobs they need), "
+                             "e.g. 'st2_*' 'rob_*'; ISSUE19 = every issue-19 row and its baselines")
     parser.add_argument("--render-only", action="store_true",
                         help="print the tables from OUT/results/*.json without running anything")
     args = parser.parse_args(argv)
+    if args.only and "ISSUE19" in args.only:
+        args.only = [p for p in args.only if p != "ISSUE19"] + list(ISSUE19)
     for name in ("source_iters", "adapt_iters", "target_length", "source_length", "jobs", "threads"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")

@@ -238,3 +238,13 @@ def test_issue19_tables_pair_each_row_with_its_baseline(tmp_path):
     missing = next(line for line in lines if line.startswith("Missing runs"))
     assert "st2_fda_proac (seeds 0, 1)" in missing and "rob_ce_* (10 evaluations)" in missing
     assert "st2_dacs_proac" not in missing and "div_protoseg (seeds 1)" in missing
+
+
+def test_only_keeps_the_matching_jobs_and_everything_they_need(tmp_path):
+    names = {job.name for job in results_tables.plan(plan_args(tmp_path, only=["st2_dacs_proac_s1"]))}
+    assert names == {"st2_dacs_proac_s1", "pseudo_dacs_s1", "dacs_s1", "sup_ce_s1"}
+    issue19 = {job.name for job in results_tables.plan(plan_args(tmp_path, only=list(results_tables.ISSUE19)))}
+    assert {"wdass_coarse_s0", "wdass_coarse_delayed_s0", "finetune_s2", "rob_protoseg_mask0.25_s1", "div_protoseg_s0",
+            "sup_pixel_contrast_memory_s1", "weak_coarse", "st2_fda_s2"} <= issue19
+    assert not {name for name in issue19 if name.startswith(("ablation_", "da_oracle", "self_training", "pseudo_s"))}
+    assert "wdass_coarse_softmax_s0" not in issue19
