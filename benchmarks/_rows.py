@@ -15,9 +15,9 @@ into lines. Released values used by the issue-19 rows, with their sources:
   from-iteration-0 row (released 5000 + 5000, :148), so the two rows differ only in start
   and loss settings.
 * WDASS hard start: image-level and contrast terms 0 while ``itern <= 10000`` of 150000,
-  full weight after, no ramp (anurag-198/WDASS train.py, configs/recipes/released/
-  wdass_gta_coarse.yaml ``start``): here ``adapt.wdass.start_iter = adapt_iters // 15``,
-  ``adapt.wdass.warmup_iters = 0``.
+  full weight after, no ramp (anurag-198/WDASS@7276a27, train.py:483-488; configs/recipes/
+  released/wdass_gta_coarse.yaml ``loss.contrast_and_image_start``): here
+  ``adapt.wdass.start_iter = adapt_iters // 15``, ``adapt.wdass.warmup_iters = 0``.
 """
 
 from __future__ import annotations
