@@ -28,7 +28,8 @@ class Job:
     """One subprocess: ``argv``, the jobs it waits for, and how to tell it is done.
 
     ``on_done(job, seconds)`` runs after a successful exit (e.g. to write the result JSON
-    that is also the ``done_marker``)."""
+    that is also the ``done_marker``). ``outputs``: files later jobs read (a training's
+    ``last.pth``); a job whose marker exists but one of these is gone runs again."""
 
     name: str
     argv: list[str]
@@ -36,6 +37,10 @@ class Job:
     after: list[str] = field(default_factory=list)
     on_done: Callable[["Job", float], None] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    outputs: list[Path] = field(default_factory=list)
+
+    def is_done(self) -> bool:
+        return self.done_marker.exists() and all(path.exists() for path in self.outputs)
 
 
 def contraseg(*args: str) -> list[str]:
@@ -82,9 +87,12 @@ def schedule(jobs: list[Job], parallel: int, logs: Path, threads: int = 1) -> di
     by_name = {job.name: job for job in jobs}
     if len(by_name) != len(jobs):
         raise ValueError("job names must be unique")
-    done = {job.name for job in jobs if job.done_marker.exists()}
+    done = {job.name for job in jobs if job.is_done()}
     for name in sorted(done):
         print(f"skip  {name}: {by_name[name].done_marker} exists", flush=True)
+    for job in jobs:
+        if job.name not in done and job.done_marker.exists():
+            print(f"rerun {job.name}: {[str(p) for p in job.outputs if not p.exists()]} missing", flush=True)
     pending = [job for job in jobs if job.name not in done]
     unknown = sorted({dep for job in pending for dep in job.after} - set(by_name))
     if unknown:

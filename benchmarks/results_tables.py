@@ -1,4 +1,4 @@
-"""docs/results.md's three tables on the synthetic benchmark: every method, several seeds.
+"""docs/results.md's tables on the synthetic benchmark: every method, several seeds.
 
 All runs use the demo's model and images (``configs/_base_synthetic.yaml``:
 MobileNetV3-Large + FPN top-down head at stride 2, 64-d embedding, 64 x 128 images,
@@ -33,289 +33,82 @@ both val sets, seconds) is written from the run's own ``eval/iter_*.json``, and 
 tables (``OUT/results.md``) only from those files. Resumable: a run whose result exists
 is skipped, an interrupted training continues from its ``last.pth``.
 
+**Issue 19** (the papers' own structure; rows in ``_rows.py``, the job graph in ``_plan.py``):
+pixel contrast and memory with ContrastiveSeg's released hard start (off for the first
+eighth; the memory row with the released loss: weight 1, t 0.07, 1 view, 10 pixels per
+update) against cross-entropy and the from-iteration-0 rows; WDASS with its released hard
+start (terms off for the first fifteenth, no ramp) against WDASS ramped in from 0 and
+source-only +T; DACS and FDA from the same CE model, against source-only +T; ProAC's UDA as
+released: offline pseudo labels of the DACS / FDA model of the same seed, then self-training
+with and without ProAC, both initialised from the CE model stage 1 started from (the release
+initialises stage 2 from ImageNet, which this benchmark has not; the stage-1 model gives only
+the pseudo labels); ``contraseg eval --perturb`` of the supervised CE, ProAC, pixel contrast
+(both starts) and ProtoSeg checkpoints (resolution x0.5 / x1.5, night 0.5, gamma 2, 25%
+masked, perturbation seed 0), paired against CE; the ProtoSeg prototypes' within-class
+cosines and use (``prototype_diversity_json.py``). ``--render-only`` lists the runs whose
+result JSON is missing; ``--only ISSUE19`` runs just these rows and their baselines.
+
+Tiny check of the whole graph (21 minutes on 2 busy cores for one seed, numbers meaningless; 15
+adaptation iterations so that the WDASS start, 15 // 15, is not 0)::
+
+    .venv/bin/python benchmarks/results_tables.py --out /tmp/rt_tiny --seeds 0 --ablation-seeds \
+        --source-iters 8 --adapt-iters 15 --target-length 16 --source-length 16 --diversity-images 4
+
 Usage::
 
     .venv/bin/python benchmarks/results_tables.py --out runs/results_tables
+    .venv/bin/python benchmarks/results_tables.py --out runs/results_tables19 --only ISSUE19
     .venv/bin/python benchmarks/results_tables.py --out docs/results_data/gpu_640 --render-only
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import fnmatch
 import platform
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _jobs import ROOT, Job, adapt, contraseg, last_eval, schedule  # noqa: E402
+from _jobs import ROOT, Job, schedule  # noqa: E402
+from _plan import build_jobs  # noqa: E402
+from _rows import ABLATION, ADAPTATION, SOURCE, SUPERVISED, SUPERVISED_DELAYED, TARGET  # noqa: E402
+from _tables import ablation_table, da_table, load_results, per_class_table, supervised_table  # noqa: E402
+from _tables19 import (diversity_table, hard_start_table, missing_runs, pseudo_label_quality,  # noqa: E402
+                       robustness_tables, stage2_table, uda_table, wdass_delayed_table)
 
-CONFIGS = ROOT / "configs"
-SIZE = "[64,128]"
-SOURCE, TARGET = "synthetic-source/val", "synthetic-target/val"
-WEAK_KINDS = ("image", "point", "coarse")
-
-#: (row, title, config) of the supervised table.
-SUPERVISED = (
-    ("ce", "cross-entropy", "synthetic_source_only.yaml"),
-    ("proac", "+ ProAC (0.1)", "synthetic_proac.yaml"),
-    ("pixel_contrast", "+ pixel contrast (0.1)", "synthetic_pixel_contrast.yaml"),
-    ("pixel_contrast_memory", "+ pixel contrast with memory (0.1; 500 + 500 keys per class)",
-     "synthetic_pixel_contrast_memory.yaml"),
-    ("protoseg", "ProtoSeg head (10 prototypes per class; PPC 0.01 + PPD 0.001)", "synthetic_protoseg.yaml"),
-)
-#: (row, title, config, extra --set values, label folder kind) of the adaptation runs.
-ADAPTATION = (
-    ("finetune", "source-only, +T on the source", "synthetic_source_only_finetune.yaml", (), None),
-    ("self_training", "self-training", "synthetic_self_training.yaml", (), "pseudo"),
-    ("self_training_proac", "self-training + ProAC", "synthetic_self_training_proac.yaml", (), "pseudo"),
-    ("wdass_image", "WDASS, image labels", "synthetic_wdass_image.yaml", (), "image"),
-    ("wdass_point", "WDASS, point labels", "synthetic_wdass_point.yaml", (), "point"),
-    ("wdass_coarse", "WDASS, coarse labels", "synthetic_wdass_coarse.yaml", (), "coarse"),
-    ("wdass_coarse_softmax", "WDASS, coarse labels, prototype-softmax contrast (contraseg's earlier one)",
-     "synthetic_wdass_coarse.yaml", ("adapt.wdass.contrast=prototype-softmax",), "coarse"),
-)
-ABLATION = (
-    ("ablation_no_contrast", "without prototype contrast", ("adapt.wdass.contrast_weight=0",)),
-    ("ablation_no_image", "without image-level loss", ("adapt.wdass.image_weight=0",)),
-    ("ablation_no_mix", "without ClassMix (no mean-teacher pseudo-label CE)", ("adapt.wdass.mix=false",)),
-    ("ablation_weak_ce_only", "none of the three (source CE + weak-label CE only)",
-     ("adapt.wdass.contrast_weight=0", "adapt.wdass.image_weight=0", "adapt.wdass.mix=false")),
-)
-#: Images through the student per step at batch 8 (WDASS: source, mixed and target; the
-#: image-label kind adds the whole target image; its mean teacher also sees the 8 target images).
-IMAGES_PER_STEP = {"self_training": "16", "self_training_proac": "16", "wdass_image": "32 + 8",
-                   "wdass_point": "24 + 8", "wdass_coarse": "24 + 8", "wdass_coarse_softmax": "24 + 8",
-                   "ablation_no_contrast": "24 + 8", "ablation_no_image": "24 + 8", "ablation_no_mix": "16 + 8",
-                   "ablation_weak_ce_only": "16 + 8"}
+__all__ = ["ABLATION", "ADAPTATION", "ISSUE19", "SOURCE", "SUPERVISED", "SUPERVISED_DELAYED", "TARGET", "build_jobs", "main",
+           "plan", "render"]
 
 
-def sets(*pairs: str) -> list[str]:
-    return [arg for pair in pairs for arg in ("--set", pair)]
+#: ``--only ISSUE19``: the issue-19 rows and the rows they are paired with (no oracle, ablation,
+#: CE-label self-training or prototype-softmax WDASS).
+ISSUE19 = ("sup_*", "finetune_*", "wdass_image_s[0-9]*", "wdass_point_s[0-9]*", "wdass_coarse_s[0-9]*",
+           "wdass_*_delayed_*",
+           "dacs_*", "fda_*", "st2_*", "rob_*", "div_*")
 
 
-def result_writer(table: str, row: str, seed: int, run_dir: Path):
-    """``on_done`` of a training job: its last evaluation as ``OUT/results/<run>.json``."""
-
-    def write(job: Job, seconds: float) -> None:
-        stored = last_eval(run_dir)
-        scale = 1.0 if stored.get("unit") == "%" else 100.0
-        metrics = {}
-        for dataset, values in stored["results"].items():
-            metrics[dataset] = {"miou": scale * values["mIoU"],
-                                "per_class_iou": {c: None if v is None else scale * v
-                                                  for c, v in zip(values["classes"], values["IoU"])}}
-        record = {"run": job.name, "table": table, "row": row, "seed": seed, "iteration": stored["iteration"],
-                  "unit": "%", "metrics": metrics, "seconds": seconds}
-        job.done_marker.parent.mkdir(parents=True, exist_ok=True)
-        job.done_marker.write_text(json.dumps(record, indent=1))
-
-    return write
-
-
-def build_jobs(args: argparse.Namespace) -> list[Job]:
-    """The whole plan, in the order the scheduler should prefer among ready jobs."""
-    out, results = args.out, args.out / "results"
-    s_iters, t_iters = args.source_iters, args.adapt_iters
-    target = ["--dataset", "synthetic-target", "--option", f"size={SIZE}", "--option", f"length={args.target_length}"]
-    common = [*sets("data.num_workers=0", "eval.batch_size=20", "train.log_interval=50", "train.tensorboard=false"),
-              "--device", args.device, "--threads", str(args.threads), "--resume", "auto"]
-
-    def stage1(seed: int) -> list[str]:
-        return sets(f"schedule.max_iters={s_iters}", f"schedule.warmup_iters={max(1, s_iters // 20)}",
-                    f"train.eval_interval={s_iters}", f"train.checkpoint_interval={min(160, s_iters)}",
-                    f"train.seed={seed}")
-
-    def stage2(seed: int) -> list[str]:
-        source = out / "runs" / f"sup_ce_s{seed}" / "last.pth"
-        return sets(f"schedule.max_iters={t_iters}", f"schedule.warmup_iters={max(1, t_iters // 10)}",
-                    f"train.eval_interval={t_iters}", f"train.checkpoint_interval={min(80, t_iters)}",
-                    f"train.seed={seed}", f"adapt.init_checkpoint={source}",
-                    f"adapt.target.options.length={args.target_length}", "adapt.target.options.cache=true")
-
-    def train_job(table: str, row: str, seed: int, config: str, extra: list[str]) -> Job:
-        name = f"{'sup' if table == 'supervised' else table}_{row}_s{seed}"
-        run_dir = out / "runs" / name
-        marker = results / f"{name}.json"
-        return Job(name, contraseg("train", str(CONFIGS / config), "--run-dir", str(run_dir), *stage1(seed),
-                                   *extra, *common),
-                   marker, on_done=result_writer(table, row, seed, run_dir))
-
-    def adapt_job(table: str, row: str, seed: int, config: str, extra: list[str], labels: str | None) -> Job:
-        name = f"{row}_s{seed}"
-        run_dir = out / "runs" / name
-        after = [f"sup_ce_s{seed}"]
-        if labels == "pseudo":
-            folder = out / "pseudo" / f"s{seed}"
-            extra = [*sets(f"adapt.pseudo_labels.dir={folder}"), *extra]
-            after.append(f"pseudo_s{seed}")
-        elif labels is not None:
-            extra = [*sets(f"adapt.wdass.weak_labels={out / 'weak' / labels}",
-                           f"adapt.wdass.warmup_iters={max(1, t_iters // 10)}"), *extra]
-            after.append(f"weak_{labels}")
-        return Job(name, adapt(str(CONFIGS / config), "--run-dir", str(run_dir), *stage2(seed), *extra, *common),
-                   results / f"{name}.json", after=after, on_done=result_writer(table, row, seed, run_dir))
-
-    jobs = [Job(f"weak_{kind}", contraseg("weak-labels", "--kind", kind, *target, "--seed", "0",
-                                           "--out", str(out / "weak" / kind)), out / "weak" / kind / "summary.json")
-            for kind in WEAK_KINDS]
-    jobs += [train_job("supervised", "ce", seed, "synthetic_source_only.yaml", []) for seed in args.seeds]
-    for seed in args.seeds:
-        labels = out / "pseudo" / f"s{seed}"
-        jobs.append(Job(f"pseudo_s{seed}", contraseg(
-            "pseudo-label", str(out / "runs" / f"sup_ce_s{seed}" / "last.pth"), *target, "--out", str(labels),
-            "--threshold", "0.9", "--class-percentile", "0.5", "--batch-size", "20", "--num-workers", "0",
-            "--device", args.device), labels / "summary.json", after=[f"sup_ce_s{seed}"]))
-    for seed in args.seeds:
-        jobs += [adapt_job("da", row, seed, config, sets(*extra), labels)
-                 for row, _, config, extra, labels in ADAPTATION]
-        jobs += [train_job("supervised", row, seed, config, []) for row, _, config in SUPERVISED[1:]]
-        jobs.append(train_job("da", "oracle", seed, "synthetic_oracle.yaml",
-                              sets(f"data.train.options.length={args.target_length}", "data.train.options.cache=true")))
-    for seed in args.ablation_seeds:
-        jobs += [adapt_job("ablation", row, seed, "synthetic_wdass_coarse.yaml", sets(*extra), "coarse")
-                 for row, _, extra in ABLATION]
+def plan(args: argparse.Namespace) -> list[Job]:
+    """:func:`build_jobs` without the ``--skip-rows`` (every seed of each); with ``--only``, just the
+    jobs whose names match one of its patterns and the jobs they need."""
+    skip = getattr(args, "skip_rows", None) or []
+    skipped = {f"{row}_s{seed}" for row in skip for seed in (*args.seeds, *args.ablation_seeds)}
+    skipped |= {f"sup_{name}" for name in skipped} | {f"da_{name}" for name in skipped}
+    jobs = [job for job in build_jobs(args) if job.name not in skipped]
+    only = getattr(args, "only", None)
+    if only:
+        by_name = {job.name: job for job in jobs}
+        todo = [name for name in by_name if any(fnmatch.fnmatchcase(name, pattern) for pattern in only)]
+        keep: set[str] = set()
+        while todo:
+            name = todo.pop()
+            if name not in keep:
+                keep.add(name)
+                todo += [dep for dep in by_name[name].after if dep in by_name]
+        jobs = [job for job in jobs if job.name in keep]
     return jobs
-
-
-# --------------------------------------------------------------------------- tables
-
-
-def load_results(out: Path) -> dict[str, dict[int, dict[str, Any]]]:
-    """``{row: {seed: record}}`` from ``OUT/results/*.json`` (supervised rows keyed ``sup_<row>``)."""
-    by_row: dict[str, dict[int, dict[str, Any]]] = {}
-    for path in sorted((out / "results").glob("*.json")):
-        record = json.loads(path.read_text())
-        key = f"sup_{record['row']}" if record["table"] == "supervised" else record["row"]
-        by_row.setdefault(key, {})[record["seed"]] = record
-    return by_row
-
-
-def miou(record: dict[str, Any], dataset: str) -> float:
-    return record["metrics"][dataset]["miou"]
-
-
-def mean_std(values: list[float]) -> str:
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
-
-
-def paired(runs: dict[int, dict], base: dict[int, dict], dataset: str, seeds: list[int]) -> str:
-    """Per-seed differences against the baseline and their mean: ``+1.2 / -0.3 (mean +0.4)``."""
-    common = [s for s in seeds if s in runs and s in base]
-    if not common:
-        return "-"
-    deltas = [miou(runs[s], dataset) - miou(base[s], dataset) for s in common]
-    mean = f" (mean {statistics.mean(deltas):+.1f})" if len(deltas) > 1 else ""
-    return " / ".join(f"{d:+.1f}" for d in deltas) + mean
-
-
-def per_seed(runs: dict[int, dict], dataset: str, seeds: list[int]) -> str:
-    return " / ".join(f"{miou(runs[s], dataset):.1f}" if s in runs else "-" for s in seeds)
-
-
-def minutes(runs: dict[int, dict]) -> str:
-    return f"{statistics.mean(r['seconds'] for r in runs.values()) / 60:.1f}" if runs else "-"
-
-
-def per_class_table(by_row: dict, rows: list[tuple[str, str]], dataset: str, seeds: list[int]) -> list[str]:
-    """Classes down, methods across: IoU mean over the seeds (a class absent from a run's
-    labels and predictions counts as missing, not 0)."""
-    present = [(key, title) for key, title in rows if by_row.get(key)]
-    if not present:
-        return []
-    classes: list[str] = []
-    for key, _ in present:
-        for record in by_row[key].values():
-            for name in record["metrics"][dataset]["per_class_iou"]:
-                if name not in classes:
-                    classes.append(name)
-    lines = ["| class | " + " | ".join(title for _, title in present) + " |", "|---" + "|---:" * len(present) + "|"]
-    for name in classes:
-        cells = []
-        for key, _ in present:
-            values = [r["metrics"][dataset]["per_class_iou"].get(name) for s, r in by_row[key].items() if s in seeds]
-            values = [v for v in values if v is not None]
-            cells.append(f"{statistics.mean(values):.1f}" if values else "-")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def supervised_table(by_row: dict, seeds: list[int]) -> list[str]:
-    base = by_row.get("sup_ce", {})
-    lines = ["| method | source val mIoU | per seed (" + " / ".join(map(str, seeds)) + ") | vs cross-entropy, "
-             "paired | target val mIoU | minutes per run |", "|---|---|---|---|---|---:|"]
-    for row, title, _ in SUPERVISED:
-        runs = by_row.get(f"sup_{row}", {})
-        values = [miou(runs[s], SOURCE) for s in seeds if s in runs]
-        delta = "-" if row == "ce" else paired(runs, base, SOURCE, seeds)
-        target = mean_std([miou(runs[s], TARGET) for s in seeds if s in runs])
-        lines.append(f"| {title} | {mean_std(values)} | {per_seed(runs, SOURCE, seeds)} | {delta} | {target} | "
-                     f"{minutes(runs)} |")
-    return lines
-
-
-def da_table(by_row: dict, seeds: list[int]) -> list[str]:
-    rows = [("sup_ce", "source-only"), *[(row, title) for row, title, *_ in ADAPTATION],
-            ("oracle", "target-supervised (oracle, from scratch)")]
-    base, source_only = by_row.get("finetune", {}), by_row.get("sup_ce", {})
-    lines = ["| method | target val mIoU | per seed (" + " / ".join(map(str, seeds)) + ") | vs source-only +T, "
-             "paired | vs source-only, paired | images / step | minutes per run |",
-             "|---|---|---|---|---|---|---:|"]
-    for key, title in rows:
-        runs = by_row.get(key, {})
-        values = [miou(runs[s], TARGET) for s in seeds if s in runs]
-        adapted = key not in ("sup_ce", "oracle")
-        vs_t = paired(runs, base, TARGET, seeds) if adapted and key != "finetune" else "-"
-        vs_0 = paired(runs, source_only, TARGET, seeds) if key != "sup_ce" else "-"
-        lines.append(f"| {title} | {mean_std(values)} | {per_seed(runs, TARGET, seeds)} | {vs_t} | {vs_0} | "
-                     f"{IMAGES_PER_STEP.get(key, '8')} | {minutes(runs)} |")
-    return lines
-
-
-def ablation_table(by_row: dict, seeds: list[int]) -> list[str]:
-    full = by_row.get("wdass_coarse", {})
-    lines = ["| WDASS, coarse labels | target val mIoU | per seed (" + " / ".join(map(str, seeds)) + ") | "
-             "vs full WDASS, paired | images / step |", "|---|---|---|---|---|"]
-    rows = [("wdass_coarse", "full (as in the DA table)"), *[(row, title) for row, title, _ in ABLATION]]
-    for key, title in rows:
-        runs = {s: r for s, r in by_row.get(key, {}).items() if s in seeds}
-        values = [miou(runs[s], TARGET) for s in seeds if s in runs]
-        delta = "-" if key == "wdass_coarse" else paired(runs, full, TARGET, seeds)
-        lines.append(f"| {title} | {mean_std(values)} | {per_seed(runs, TARGET, seeds)} | {delta} | "
-                     f"{IMAGES_PER_STEP.get(key, '8')} |")
-    return lines
-
-
-def pseudo_label_quality(out: Path, seeds: list[int], length: int) -> str:
-    """Kept share and accuracy of each seed's pseudo labels against target train's truth."""
-    from contraseg.data import build_dataset
-    from contraseg.data.pseudo_labels import PseudoLabelDir
-
-    dataset = build_dataset("synthetic-target", split="train", size=[64, 128], length=length, cache=True)
-    parts = []
-    for seed in seeds:
-        if not (out / "pseudo" / f"s{seed}" / "summary.json").exists():
-            continue
-        folder = PseudoLabelDir(out / "pseudo" / f"s{seed}")
-        kept = correct = total = 0
-        for index in range(len(dataset)):
-            truth = dataset.load_ground_truth(index)
-            label = folder.load(dataset.sample_name(index))
-            mask = label != 255
-            kept += int(mask.sum())
-            correct += int((label[mask] == truth[mask]).sum())
-            total += label.size
-        parts.append(f"seed {seed}: {100 * kept / total:.0f}% of pixels kept, {100 * correct / max(kept, 1):.1f}% "
-                     f"of them correct")
-    return "; ".join(parts)
 
 
 def commit() -> str:
@@ -331,29 +124,49 @@ def commit() -> str:
 
 def render(args: argparse.Namespace, wall: float | None, timings: dict[str, float]) -> str:
     by_row = load_results(args.out)
+    seeds, length = args.seeds, args.target_length
+    sup_rows = [(f"sup_{row}", title.split(" (")[0] + (", hard start" if "delayed" in row else ""))
+                for row, title, *_ in (*SUPERVISED, *SUPERVISED_DELAYED)]
     text = ["## Supervised (train on synthetic-source, evaluate on source val)", "",
-            *supervised_table(by_row, args.seeds), "",
-            "Per-class IoU on source val (mean over seeds):", "",
-            *per_class_table(by_row, [(f"sup_{row}", title.split(" (")[0]) for row, title, _ in SUPERVISED],
-                             SOURCE, args.seeds), "",
+            *supervised_table(by_row, seeds), "",
+            "Per-class IoU on source val (mean over seeds):", "", *per_class_table(by_row, sup_rows, SOURCE, seeds), "",
             "## Domain adaptation (synthetic-source -> synthetic-target, evaluate on target val)", "",
-            *da_table(by_row, args.seeds), ""]
-    quality = pseudo_label_quality(args.out, args.seeds, args.target_length)
+            *da_table(by_row, seeds), ""]
+    quality = pseudo_label_quality(args.out, "pseudo", seeds, length)
     if quality:
         text += [f"Pseudo labels of target train (source-only model, class-wise median confidence capped at 0.9): "
                  f"{quality}.", ""]
     da_rows = [("sup_ce", "source-only"), ("finetune", "source-only +T"), ("self_training_proac", "ST + ProAC"),
                ("wdass_image", "WDASS image"), ("wdass_point", "WDASS point"), ("wdass_coarse", "WDASS coarse"),
-               ("oracle", "oracle")]
-    text += ["Per-class IoU on target val (mean over seeds):", "", *per_class_table(by_row, da_rows, TARGET, args.seeds),
-             ""]
+               ("dacs", "DACS"), ("fda", "FDA"), ("oracle", "oracle")]
+    text += ["Per-class IoU on target val (mean over seeds):", "", *per_class_table(by_row, da_rows, TARGET, seeds), ""]
     if args.ablation_seeds:
         text += ["## WDASS ablation (coarse labels)", "", *ablation_table(by_row, args.ablation_seeds), ""]
+    text += ["## Released hard start: pixel contrast off for the first 1/8 of training (ContrastiveSeg 5000 / 40000)",
+             "", *hard_start_table(by_row, seeds), "",
+             "## Released hard start: WDASS's contrast and image-level terms off for the first 1/15 "
+             "(WDASS 10000 / 150000), from the CE model", "", *wdass_delayed_table(by_row, seeds), "",
+             "## Standard UDA baselines from the same CE model: DACS and FDA", "", *uda_table(by_row, seeds), "",
+             "## ProAC UDA as released: stage 1 an adapted model (DACS, FDA), its offline pseudo labels, stage 2 "
+             "self-training with / without ProAC from the CE model", "", *stage2_table(by_row, seeds), ""]
+    for stage1 in ("dacs", "fda"):
+        quality = pseudo_label_quality(args.out, f"pseudo_{stage1}", seeds, length)
+        if quality:
+            text += [f"Pseudo labels of target train ({stage1.upper()} model, class-wise median confidence capped "
+                     f"at 0.9): {quality}.", ""]
+    text += ["## Robustness: source val mIoU under ProAC's perturbations (`contraseg eval --perturb`, seed 0)", "",
+             *robustness_tables(by_row, seeds), "",
+             "## ProtoSeg prototype diversity (10 prototypes per class; use counted on source val)", "",
+             *diversity_table(by_row, seeds), "",
+             missing_runs([job.name for job in plan(args) if job.done_marker.parent.name == "results"],
+                          args.out / "results"), ""]
     skipped = f"; rows left out: {', '.join(args.skip_rows)}" if getattr(args, "skip_rows", None) else ""
-    settings = (f"Settings: seeds {args.seeds} (ablation {args.ablation_seeds or 'not run'}{skipped}); {args.source_iters} supervised / "
-                f"oracle iterations; T = {args.adapt_iters} adaptation iterations; {args.target_length} target "
-                f"train images; device {args.device}; {args.jobs} runs at once with {args.threads} thread(s) each; "
-                f"commit {commit()}; {platform.node()}.")
+    if getattr(args, "only", None):
+        skipped += f"; only {' '.join(args.only)} and what they need"
+    settings = (f"Settings: seeds {seeds} (ablation {args.ablation_seeds or 'not run'}{skipped}); {args.source_iters} "
+                f"supervised / oracle iterations; T = {args.adapt_iters} adaptation iterations; {length} target "
+                f"train images; {getattr(args, 'source_length', 1000)} source train images; device {args.device}; "
+                f"{args.jobs} runs at once with {args.threads} thread(s) each; commit {commit()}; {platform.node()}.")
     if wall is not None:
         settings += (f" This invocation: {wall / 60:.1f} min wall-clock for {len(timings)} jobs "
                      f"({sum(timings.values()) / 60:.1f} min of job time).")
@@ -369,23 +182,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source-iters", type=int, default=640, help="supervised / oracle iterations (default 640)")
     parser.add_argument("--adapt-iters", type=int, default=160, help="adaptation iterations T (default 160)")
     parser.add_argument("--target-length", type=int, default=1000, help="synthetic-target train images (default 1000)")
+    parser.add_argument("--source-length", type=int, default=1000,
+                        help="synthetic-source train images (default 1000; smaller only for a quick check)")
+    parser.add_argument("--diversity-images", type=int, default=100,
+                        help="source val images over which ProtoSeg's prototype use is counted (default 100)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per run (default 1)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device of every run (default cpu)")
     parser.add_argument("--skip-rows", nargs="*", default=[], metavar="ROW",
                         help="leave these rows out of the plan, e.g. wdass_coarse_softmax (every seed)")
+    parser.add_argument("--only", nargs="+", metavar="PATTERN",
+                        help="run only the jobs whose names match these shell patterns (and the jobs they need), "
+                             "e.g. 'st2_*' 'rob_*'; ISSUE19 = every issue-19 row and its baselines")
     parser.add_argument("--render-only", action="store_true",
                         help="print the tables from OUT/results/*.json without running anything")
     args = parser.parse_args(argv)
+    if args.only and "ISSUE19" in args.only:
+        args.only = [p for p in args.only if p != "ISSUE19"] + list(ISSUE19)
+    for name in ("source_iters", "adapt_iters", "target_length", "source_length", "jobs", "threads"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     args.out = args.out.resolve()
     wall, timings = None, {}
     if not args.render_only:
-        jobs = build_jobs(args)
-        skipped = {f"{row}_s{seed}" for row in args.skip_rows for seed in args.seeds}
-        skipped |= {f"sup_{name}" for name in skipped} | {f"da_{name}" for name in skipped}
-        jobs = [job for job in jobs if job.name not in skipped]
         tick = time.perf_counter()
-        timings = schedule(jobs, args.jobs, args.out / "logs", threads=args.threads)
+        timings = schedule(plan(args), args.jobs, args.out / "logs", threads=args.threads)
         wall = time.perf_counter() - tick
     text = render(args, wall, timings)
     if not args.render_only:  # a re-render only prints: OUT/results.md keeps the run's wall time
