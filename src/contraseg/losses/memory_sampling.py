@@ -42,8 +42,8 @@ cosine); documented, and tested against exact top-x where no such tie exists.
 Cost and memory: one pass over the bank in blocks (semi-hard: two) with the A x n
 similarities of a block (the blocks of :mod:`contraseg.losses.memory_contrast`), keeping
 per anchor the best ``K`` (priority, similarity, index) by ``topk`` of the kept and the
-block's; then the loss on the A x (K+ + K-) kept similarities, and in backward the kept
-entries gathered in chunks of anchors. Memory: O(A (K + block + bins)), whatever the bank
+block's best; then the loss on the A x (K+ + K-) kept similarities; backward is one more
+pass (the kept coefficients scattered into each block's A x n, times its entries). Memory: O(A (K + block + bins)), whatever the bank
 size. The bank is read, never differentiated.
 """
 
@@ -60,11 +60,9 @@ from .memory_contrast import _entries, _plan, default_block_size
 
 SAMPLINGS = ("all", "random", "hardest", "semi_hard")
 _BINS = 4096
-_MASK53 = (1 << 53) - 1
 _GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)
 _MIX1 = 0xBF58476D1CE4E5B9 - (1 << 64)
 _MIX2 = 0x94D049BB133111EB - (1 << 64)
-_GATHER_BUDGET = 64 * 2**20  # bytes of one chunk of gathered entries in backward
 
 
 def _shr(x: Tensor, bits: int) -> Tensor:
@@ -82,14 +80,15 @@ def _mix(x: Tensor) -> Tensor:
 
 
 def pair_priorities(seed: int, anchor_ids: Tensor, entry_ids: Tensor) -> Tensor:
-    """i.i.d.-looking uniform priorities in [0, 1), float64, ``len(anchor_ids) x len(entry_ids)``:
-    a hash of (seed, anchor index, global entry index); the same on every device."""
+    """i.i.d.-looking uniform priorities in [0, 1) on a 2^-24 grid, float32 (exact),
+    ``len(anchor_ids) x len(entry_ids)``: a hash of (seed, anchor index, global entry index);
+    the same on every device. (Equal priorities, rare, are ordered arbitrarily.)"""
     seed_t = torch.tensor(int(seed) & ((1 << 63) - 1), dtype=torch.long, device=anchor_ids.device)
     a = _mix(anchor_ids.long() * _GOLDEN + _mix(seed_t))
     e = _mix(entry_ids.long().to(anchor_ids.device) * _MIX2 + 1)
     x = (a[:, None] ^ e[None, :]) * _MIX1
     x = x ^ _shr(x, 29)
-    return (_shr(x, 11) & _MASK53).double() * (2.0 ** -53)
+    return _shr(x, 40).float().mul_(2.0 ** -24)
 
 
 def cosine_bins(scaled_similarity: Tensor, temperature: float) -> Tensor:
@@ -107,17 +106,18 @@ def _merge(kept: tuple[Tensor, Tensor, Tensor], key: Tensor, sim: Tensor, ids: T
     """Keep the K smallest keys of the kept K and the block's n (A x K each: key, s, id)."""
     kept_key, kept_s, kept_id = kept
     k = kept_key.shape[1]
+    if key.shape[1] > k:  # the block's own best k first: no copy of the A x n keys
+        key, at = torch.topk(key, k, dim=1, largest=False, sorted=False)
+        sim, ids = sim.gather(1, at), ids[at]
+    else:
+        ids = ids[None, :].expand(key.shape[0], -1)
     top = torch.topk(torch.cat([kept_key, key], dim=1), k, dim=1, largest=False, sorted=False).indices
-    new = top >= k
-    in_block = (top - k).clamp_(min=0)
-    in_kept = top.clamp(max=k - 1)
-    return (torch.where(new, key.gather(1, in_block), kept_key.gather(1, in_kept)),
-            torch.where(new, sim.gather(1, in_block), kept_s.gather(1, in_kept)),
-            torch.where(new, ids[in_block], kept_id.gather(1, in_kept)))
+    return (torch.cat([kept_key, key], 1).gather(1, top), torch.cat([kept_s, sim], 1).gather(1, top),
+            torch.cat([kept_id, ids], 1).gather(1, top))
 
 
 def _empty(rows: int, k: int, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    return (torch.full((rows, k), math.inf, dtype=torch.float64, device=like.device),
+    return (torch.full((rows, k), math.inf, dtype=like.dtype, device=like.device),
             like.new_zeros(rows, k), torch.full((rows, k), -1, dtype=torch.long, device=like.device))
 
 
@@ -159,16 +159,17 @@ def select_examples(scaled, labels, anchor_ids, starts, flat, blocks, offsets, s
         ids = _block_ids(block, offsets, scaled.device)
         sim = scaled @ _entries(flat, block, scaled).T  # A x n
         if sampling == "hardest":
-            key = -sim.double()  # a new tensor: sim is kept
+            key = -sim  # a new tensor: sim is kept
         else:
-            key = pair_priorities(seed, anchor_ids, ids)
+            key = pair_priorities(seed, anchor_ids, ids).to(sim.dtype)
             if sampling == "semi_hard":
                 bins = cosine_bins(sim, temperature)
                 key.masked_fill_(bins < bound_n[:, None], math.inf)
         same = None
         if hi > lo:
             same = labels[lo:hi, None] == block.labels(sim.device)[None, :]
-            key_p = sim[lo:hi].to(torch.float64, copy=True) if sampling == "hardest" else pair_priorities(seed, anchor_ids[lo:hi], ids)
+            key_p = (sim[lo:hi].clone() if sampling == "hardest"
+                     else pair_priorities(seed, anchor_ids[lo:hi], ids).to(sim.dtype))
             if sampling == "semi_hard":
                 key_p.masked_fill_(bins[lo:hi] > bound_p[lo:hi, None], math.inf)
             key_p.masked_fill_(~same, math.inf)
@@ -182,35 +183,38 @@ def select_examples(scaled, labels, anchor_ids, starts, flat, blocks, offsets, s
     return (kept_p[1], kept_p[2]), (kept_n[1], kept_n[2])
 
 
-class _GatheredSimilarity(torch.autograd.Function):
-    """``s = scaled_a . bank[id]`` for kept (anchor, id) pairs: forward returns the values the
-    selection pass computed; backward gathers the kept entries in chunks of anchors."""
+class _KeptSimilarity(torch.autograd.Function):
+    """``s = scaled_a . bank[id]`` for the kept (anchor, id) pairs: forward returns the values
+    the selection pass computed; backward walks the blocks once more, scattering each
+    block's kept coefficients into an A x n matrix and multiplying it by the block's
+    entries (one A x D x M matmul in all, nothing of size M kept)."""
 
     @staticmethod
-    def forward(ctx, scaled, values, ids, offsets, *queues):
+    def forward(ctx, scaled, values, ids, blocks, offsets, *queues):
         ctx.save_for_backward(ids, *queues)
-        ctx.offsets, ctx.dtype = offsets, scaled.dtype
+        ctx.blocks, ctx.offsets = blocks, offsets
         return values.clone()
 
     @staticmethod
     def backward(ctx, grad_values):
         ids, *queues = ctx.saved_tensors
-        num, k = ids.shape
-        dim = queues[0].shape[-1]
-        grad = grad_values.new_zeros(num, dim)
-        chunk = max(1, _GATHER_BUDGET // max(1, k * dim * grad_values.element_size()))
-        for queue, offset in zip(queues, ctx.offsets):
-            flat = queue.reshape(-1, dim)
-            inside = (ids >= offset) & (ids < offset + flat.shape[0])
-            if not bool(inside.any()):
+        flat = [q.reshape(-1, q.shape[-1]) for q in queues]
+        grad = grad_values.new_zeros(ids.shape[0], flat[0].shape[1])
+        for block in ctx.blocks:
+            column = torch.full_like(ids, -1)
+            start = 0
+            for lo, hi in block.rows:
+                first = ctx.offsets[block.source] + lo
+                inside = (ids >= first) & (ids < first + hi - lo)
+                column = torch.where(inside, ids - first + start, column)
+                start += hi - lo
+            kept = column >= 0
+            if not bool(kept.any()):
                 continue
-            local = (ids - offset).clamp_(0, flat.shape[0] - 1)
-            coef = grad_values * inside
-            for lo in range(0, num, chunk):
-                hi = min(num, lo + chunk)
-                entries = flat[local[lo:hi]].to(grad.dtype)  # c x K x D
-                grad[lo:hi] += torch.bmm(coef[lo:hi, None, :], entries)[:, 0]
-        return (grad, None, None, None) + (None,) * len(queues)
+            coef = grad_values.new_zeros(ids.shape[0], start)
+            coef.scatter_add_(1, column.clamp_(min=0), grad_values * kept)
+            grad.addmm_(coef, _entries(flat, block, grad))
+        return (grad, None, None, None, None) + (None,) * len(queues)
 
 
 def sampled_memory_contrast(anchors: Tensor, anchor_labels: Tensor, queues: Sequence[Tensor],
@@ -269,8 +273,8 @@ def sampled_memory_contrast(anchors: Tensor, anchor_labels: Tensor, queues: Sequ
     has_positive = valid_p.any(1)
     if not bool(has_positive.any()):
         return None
-    sims = _GatheredSimilarity.apply(scaled, torch.cat([s_p, s_n], 1), torch.cat([id_p, id_n], 1),
-                                     offsets, *detached)
+    sims = _KeptSimilarity.apply(scaled, torch.cat([s_p, s_n], 1), torch.cat([id_p, id_n], 1), blocks,
+                                 offsets, *detached)
     s_p, s_n = sims[:, :positives], sims[:, positives:]
     has_negative = valid_n.any(1)
     negative = torch.where(valid_n & has_negative[:, None], s_n, torch.zeros_like(s_n))
