@@ -181,3 +181,17 @@ def test_bad_arguments_name_themselves():
         sampled_memory_contrast(x, labels, queues, counts, T, TB, "random", 2, 0, seed=0)
     with pytest.raises(ValueError, match="semi_hard_fraction"):
         sampled_memory_contrast(x, labels, queues, counts, T, TB, "semi_hard", 2, 2, seed=0, semi_hard_fraction=0)
+
+
+def test_priorities_look_independent_and_uniform():
+    """The random draws: uniform on [0, 1), and two anchors' K smallest overlap as chance does."""
+    u = pair_priorities(7, torch.arange(64), torch.arange(20000))
+    assert float(u.min()) >= 0 and float(u.max()) < 1
+    assert abs(float(u.mean()) - 0.5) < 0.005
+    picked = torch.zeros_like(u, dtype=torch.bool).scatter_(1, u.topk(2000, dim=1, largest=False).indices, True)
+    overlap = (picked[:, None, :] & picked[None, :, :]).sum(-1).double()  # 64 x 64
+    off = overlap[~torch.eye(64, dtype=torch.bool)]
+    assert abs(float(off.mean()) - 2000 * 0.1) < 10  # chance: K * K / n = 200
+    assert float(off.max()) < 260
+    assert not torch.equal(pair_priorities(8, torch.arange(3), torch.arange(50)),
+                           pair_priorities(7, torch.arange(3), torch.arange(50)))

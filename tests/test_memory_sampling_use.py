@@ -4,7 +4,6 @@ memory flat in the bank's size, and two gloo ranks contrasting with the gathered
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
@@ -19,6 +18,7 @@ from contraseg.losses.memory_sampling import sampled_memory_contrast
 from contraseg.sampling import PixelMemoryBank
 
 from helpers import random_batch, tiny_config
+from test_distributed_core import _free_port
 from test_memory_sampling import reference
 
 
@@ -94,12 +94,6 @@ def test_peak_memory_does_not_grow_with_the_bank(sampling):
     assert large / small <= 1.1, f"{sampling}: 4x the bank took {large / small:.2f}x the memory"
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(rank, world, port, out_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -115,16 +109,16 @@ def _worker(rank, world, port, out_dir):
         loss = sampled_memory_contrast(x, anchor_labels, queues, counts, 0.1, 0.07, "semi_hard", 3, 5,
                                        seed=100 + rank, semi_hard_fraction=0.5, block_size=4)
         loss.backward()
-        torch.save({"queues": [q.clone() for q in queues], "counts": [c.clone() for c in counts], "x": x.detach(),
-                    "labels": anchor_labels, "loss": loss.detach(), "grad": x.grad},
-                   os.path.join(out_dir, f"rank{rank}.pt"))
+        saved = {"queues": [q.clone() for q in queues], "counts": [c.clone() for c in counts], "x": x.detach(),
+                 "labels": anchor_labels, "loss": loss.detach(), "grad": x.grad}
+        torch.save(saved, f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
 def test_two_ranks_sample_from_the_gathered_bank(tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
-    results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    results = [torch.load(path) for path in sorted(tmp_path.glob("rank*.pt"))]
     for a, b in zip(results[0]["queues"] + results[0]["counts"], results[1]["queues"] + results[1]["counts"]):
         assert torch.equal(a, b)  # one bank on both ranks
     # both ranks' entries: more than one rank's enqueue can hold (5 pixels per image and class)

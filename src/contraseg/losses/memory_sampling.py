@@ -21,9 +21,10 @@ A set smaller than asked is taken whole. The loss is Eq. 3 on the kept sets (as
     loss_a = (t / t_base) * mean_{p in P'(a)} softplus(L_a - s_ap)
     loss   = mean of loss_a over the anchors with P'(a) non-empty
 
-The definitions and defaults (K+ = 1024, K- = 2048, x = 0.1) are this project's reading
-of the paper's hard-example-sampling section, NOT a released implementation (there is
-none); see docs/benchmarks.md and the README for their status.
+Source and status: the definitions above and the defaults (K+ = 1024, K- = 2048, x = 0.1)
+are recalled from the paper's hard-example-sampling section; its text could not be
+retrieved when this was written, so they are CHOSEN values, not checked against the paper
+and not released ones (the release has no implementation). Change them by config.
 
 Random draws. "Uniformly without replacement" is "the K smallest of i.i.d. uniform
 priorities": every (anchor, entry) pair has the priority :func:`pair_priorities`
@@ -63,6 +64,7 @@ _BINS = 4096
 _GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)
 _MIX1 = 0xBF58476D1CE4E5B9 - (1 << 64)
 _MIX2 = 0x94D049BB133111EB - (1 << 64)
+_MIX32 = 0x2C1B3C6D  # an odd 32-bit multiplier (as a positive int32)
 
 
 def _shr(x: Tensor, bits: int) -> Tensor:
@@ -82,13 +84,15 @@ def _mix(x: Tensor) -> Tensor:
 def pair_priorities(seed: int, anchor_ids: Tensor, entry_ids: Tensor) -> Tensor:
     """i.i.d.-looking uniform priorities in [0, 1) on a 2^-24 grid, float32 (exact),
     ``len(anchor_ids) x len(entry_ids)``: a hash of (seed, anchor index, global entry index);
-    the same on every device. (Equal priorities, rare, are ordered arbitrarily.)"""
+    the same on every device. (Equal priorities, rare, are ordered arbitrarily.) The anchor
+    and entry indices are hashed to 32 bits each (splitmix64); the pair's hash is one
+    multiply-xorshift of their xor, in int32 (the A x n part is the costly one)."""
     seed_t = torch.tensor(int(seed) & ((1 << 63) - 1), dtype=torch.long, device=anchor_ids.device)
-    a = _mix(anchor_ids.long() * _GOLDEN + _mix(seed_t))
-    e = _mix(entry_ids.long().to(anchor_ids.device) * _MIX2 + 1)
-    x = (a[:, None] ^ e[None, :]) * _MIX1
-    x = x ^ _shr(x, 29)
-    return _shr(x, 40).float().mul_(2.0 ** -24)
+    a = (_mix(anchor_ids.long() * _GOLDEN + _mix(seed_t)) >> 32).to(torch.int32)
+    e = (_mix(entry_ids.long().to(anchor_ids.device) * _MIX2 + 1) >> 32).to(torch.int32)
+    x = (a[:, None] ^ e[None, :]).mul_(_MIX32)
+    x ^= (x >> 15) & 0x1FFFF
+    return ((x >> 8) & 0xFFFFFF).float().mul_(2.0 ** -24)
 
 
 def cosine_bins(scaled_similarity: Tensor, temperature: float) -> Tensor:
@@ -99,26 +103,28 @@ def cosine_bins(scaled_similarity: Tensor, temperature: float) -> Tensor:
 
 def _block_ids(block, offsets: Sequence[int], device: torch.device) -> Tensor:
     parts = [torch.arange(lo, hi) for lo, hi in block.rows]
-    return (torch.cat(parts) + offsets[block.source]).to(device)
+    return (torch.cat(parts) + offsets[block.source]).to(device=device, dtype=torch.int32)
 
 
-def _merge(kept: tuple[Tensor, Tensor, Tensor], key: Tensor, sim: Tensor, ids: Tensor) -> tuple:
-    """Keep the K smallest keys of the kept K and the block's n (A x K each: key, s, id)."""
+def _merge(kept: tuple, key: Tensor, sim: Tensor | None, ids: Tensor) -> tuple:
+    """Keep the K smallest keys of the kept K and the block's n (A x K each: key, s, id;
+    s is None when it is the key itself, as for ``hardest``)."""
     kept_key, kept_s, kept_id = kept
     k = kept_key.shape[1]
     if key.shape[1] > k:  # the block's own best k first: no copy of the A x n keys
         key, at = torch.topk(key, k, dim=1, largest=False, sorted=False)
-        sim, ids = sim.gather(1, at), ids[at]
+        sim, ids = None if sim is None else sim.gather(1, at), ids[at]
     else:
         ids = ids[None, :].expand(key.shape[0], -1)
-    top = torch.topk(torch.cat([kept_key, key], dim=1), k, dim=1, largest=False, sorted=False).indices
-    return (torch.cat([kept_key, key], 1).gather(1, top), torch.cat([kept_s, sim], 1).gather(1, top),
+    keys = torch.cat([kept_key, key], dim=1)
+    top = torch.topk(keys, k, dim=1, largest=False, sorted=False).indices
+    return (keys.gather(1, top), None if sim is None else torch.cat([kept_s, sim], 1).gather(1, top),
             torch.cat([kept_id, ids], 1).gather(1, top))
 
 
 def _empty(rows: int, k: int, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return (torch.full((rows, k), math.inf, dtype=like.dtype, device=like.device),
-            like.new_zeros(rows, k), torch.full((rows, k), -1, dtype=torch.long, device=like.device))
+            like.new_zeros(rows, k), torch.full((rows, k), -1, dtype=torch.int32, device=like.device))
 
 
 def _boundary_bins(flat, blocks, starts, scaled, labels, temperature, fraction):
@@ -154,6 +160,7 @@ def select_examples(scaled, labels, anchor_ids, starts, flat, blocks, offsets, s
     if sampling == "semi_hard":
         bound_n, bound_p = _boundary_bins(flat, blocks, starts, scaled, labels, temperature, fraction)
     kept_p, kept_n = _empty(num, positives, scaled), _empty(num, negatives, scaled)
+    carry = sampling != "hardest"  # hardest: the key is the similarity (s for positives, -s for negatives)
     for block in blocks:
         lo, hi = starts[block.first_class], starts[block.last_class + 1]
         ids = _block_ids(block, offsets, scaled.device)
@@ -173,14 +180,19 @@ def select_examples(scaled, labels, anchor_ids, starts, flat, blocks, offsets, s
             if sampling == "semi_hard":
                 key_p.masked_fill_(bins[lo:hi] > bound_p[lo:hi, None], math.inf)
             key_p.masked_fill_(~same, math.inf)
-            part = _merge(tuple(t[lo:hi] for t in kept_p), key_p, sim[lo:hi], ids)
+            part = _merge(tuple(t[lo:hi] for t in kept_p), key_p, sim[lo:hi] if carry else None, ids)
             for whole, new in zip(kept_p, part):
-                whole[lo:hi] = new
+                if new is not None:
+                    whole[lo:hi] = new
             key[lo:hi].masked_fill_(same, math.inf)
-        kept_n = _merge(kept_n, key, sim, ids)
-    for kept in (kept_p, kept_n):
-        kept[2].masked_fill_(torch.isinf(kept[0]), -1)
-    return (kept_p[1], kept_p[2]), (kept_n[1], kept_n[2])
+        kept_n = _merge(kept_n, key, sim if carry else None, ids)
+    if not carry:
+        kept_p, kept_n = (kept_p[0], kept_p[0], kept_p[2]), (kept_n[0], -kept_n[0], kept_n[2])
+    out = []
+    for key, sim, ids in (kept_p, kept_n):
+        empty = torch.isinf(key)
+        out.append((sim.masked_fill(empty, 0.0), ids.masked_fill(empty, -1).long()))
+    return out[0], out[1]
 
 
 class _KeptSimilarity(torch.autograd.Function):
