@@ -95,10 +95,15 @@ def pair_priorities(seed: int, anchor_ids: Tensor, entry_ids: Tensor) -> Tensor:
     return ((x >> 8) & 0xFFFFFF).float().mul_(2.0 ** -24)
 
 
+def bin_position(scaled_similarity: Tensor, temperature: float) -> Tensor:
+    """``(t s + 1) * _BINS / 2``: where the cosine ``t s`` in [-1, 1] falls on [0, _BINS]."""
+    return scaled_similarity * (temperature * _BINS / 2) + _BINS / 2
+
+
 def cosine_bins(scaled_similarity: Tensor, temperature: float) -> Tensor:
-    """The histogram bin (long, [0, _BINS)) of ``t * s``, a cosine in [-1, 1]."""
-    cos = scaled_similarity * temperature
-    return ((cos + 1.0) * (_BINS / 2)).floor_().clamp_(0, _BINS - 1).long()
+    """The histogram bin (long, [0, _BINS)) of ``t * s``: ``floor`` of :func:`bin_position`
+    clamped (truncation after the clamp to [0, _BINS - 1] is the floor)."""
+    return bin_position(scaled_similarity, temperature).clamp_(0, _BINS - 1).long()
 
 
 def _block_ids(block, offsets: Sequence[int], device: torch.device) -> Tensor:
@@ -131,19 +136,18 @@ def _boundary_bins(flat, blocks, starts, scaled, labels, temperature, fraction):
     """Per anchor, the bin of its ceil(x |N(a)|)-th highest negative and ceil(x |P(a)|)-th
     lowest positive (A long each): one pass over the bank, histograms of A x (_BINS + 1)."""
     num = scaled.shape[0]
-    neg = torch.zeros(num * (_BINS + 1), dtype=torch.long, device=scaled.device)
+    neg = torch.zeros(num, _BINS + 1, dtype=torch.long, device=scaled.device)
     pos = torch.zeros_like(neg)
-    rows = torch.arange(num, device=scaled.device)[:, None] * (_BINS + 1)
     for block in blocks:
         lo, hi = starts[block.first_class], starts[block.last_class + 1]
         bins = cosine_bins(scaled @ _entries(flat, block, scaled).T, temperature)
+        one = neg.new_ones(1, 1).expand_as(bins)
         if hi > lo:
             same = labels[lo:hi, None] == block.labels(bins.device)[None, :]
-            pos += torch.bincount((rows[lo:hi] + torch.where(same, bins[lo:hi], _BINS)).view(-1),
-                                  minlength=neg.numel())
+            pos[lo:hi].scatter_add_(1, torch.where(same, bins[lo:hi], _BINS), one[lo:hi])
             bins[lo:hi].masked_fill_(same, _BINS)  # the dump bin: not a negative
-        neg += torch.bincount((rows + bins).view(-1), minlength=neg.numel())
-    neg, pos = neg.view(num, -1)[:, :_BINS], pos.view(num, -1)[:, :_BINS]
+        neg.scatter_add_(1, bins, one)
+    neg, pos = neg[:, :_BINS], pos[:, :_BINS]
     need_n = torch.ceil(neg.sum(1).double() * fraction).long()
     need_p = torch.ceil(pos.sum(1).double() * fraction).long()
     from_top = neg.flip(1).cumsum(1).flip(1)  # entries in bins >= b
@@ -170,15 +174,16 @@ def select_examples(scaled, labels, anchor_ids, starts, flat, blocks, offsets, s
         else:
             key = pair_priorities(seed, anchor_ids, ids).to(sim.dtype)
             if sampling == "semi_hard":
-                bins = cosine_bins(sim, temperature)
-                key.masked_fill_(bins < bound_n[:, None], math.inf)
+                # with the position clamped to [0, _BINS - 1] (floor of it = the bin): bin < b <=> position < b
+                position = bin_position(sim, temperature).clamp_(0, _BINS - 1)
+                key.masked_fill_(position < bound_n[:, None], math.inf)
         same = None
         if hi > lo:
             same = labels[lo:hi, None] == block.labels(sim.device)[None, :]
             key_p = (sim[lo:hi].clone() if sampling == "hardest"
                      else pair_priorities(seed, anchor_ids[lo:hi], ids).to(sim.dtype))
             if sampling == "semi_hard":
-                key_p.masked_fill_(bins[lo:hi] > bound_p[lo:hi, None], math.inf)
+                key_p.masked_fill_(position[lo:hi] >= bound_p[lo:hi, None] + 1, math.inf)  # bin > b
             key_p.masked_fill_(~same, math.inf)
             part = _merge(tuple(t[lo:hi] for t in kept_p), key_p, sim[lo:hi] if carry else None, ids)
             for whole, new in zip(kept_p, part):
