@@ -62,7 +62,7 @@ def test_pixel_contrast_loss_samples_with_a_seed_from_its_generator():
         assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     again = PixelContrastLoss(memory=bank, memory_sampling="random", memory_positives=4, memory_negatives=8,
                               max_samples=40, max_views=10)(emb, labels, preds, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(again, losses["random"].detach())
+    assert torch.allclose(again, losses["random"].detach(), rtol=1e-6)  # the same draws from the same seed
     assert len({round(float(v.detach()), 6) for v in losses.values()}) == 4
     with pytest.raises(ValueError, match="memory_sampling"):
         PixelContrastLoss(memory=bank, memory_sampling="hardest", memory_impl="dense")
