@@ -31,7 +31,10 @@ priorities": every (anchor, entry) pair has the priority :func:`pair_priorities`
 ``u(seed, a, j)``, a counter-based hash of the seed, the anchor's index ``a`` (in the
 caller's order) and the entry's global bank index ``j`` (queue offset + class * S + slot).
 The draws are thus the same whatever the block size or device, and a test can reproduce
-them per anchor.
+them per anchor. Priorities are float32 on a 2^-24 grid: two equal ones (rare) are ordered
+arbitrarily. :class:`~contraseg.losses.PixelContrastLoss` draws the seed from its
+generator each call and mixes in the process rank (under DDP each rank has its own
+anchors and draws; the bank is the gathered one, the same on every rank).
 
 Top-x without an A x M matrix. The x-quantile of every anchor's similarities is found
 from a per-anchor histogram of ``_BINS`` bins of the cosine ``t * s`` over [-1, 1]
@@ -43,9 +46,11 @@ cosine); documented, and tested against exact top-x where no such tie exists.
 Cost and memory: one pass over the bank in blocks (semi-hard: two) with the A x n
 similarities of a block (the blocks of :mod:`contraseg.losses.memory_contrast`), keeping
 per anchor the best ``K`` (priority, similarity, index) by ``topk`` of the kept and the
-block's best; then the loss on the A x (K+ + K-) kept similarities; backward is one more
-pass (the kept coefficients scattered into each block's A x n, times its entries). Memory: O(A (K + block + bins)), whatever the bank
-size. The bank is read, never differentiated.
+block's best; then the loss on the A x (K+ + K-) kept similarities. The selection is not
+differentiated (as a sampler); the gradient flows through the kept ``s_ac`` only,
+``d loss / d x_a = sum_c (d loss / d s_ac) c / t``, computed by one more pass (the kept
+coefficients scattered into each block's A x n, times its entries). Memory:
+O(A (K + block + bins)), whatever the bank size. The bank is read, never differentiated.
 """
 
 from __future__ import annotations
