@@ -11,7 +11,9 @@ segment entries per class, the paper's 5000 + 5000 by default) beside its own fl
 the three matmuls of A anchors x D x M bank entries (forward, and the two of
 backward), and beside the dense implementation it replaced (``memory_impl="dense"``),
 all timed in the same interleaved rounds; the streaming loss's peak memory is also
-measured with a bank a quarter the size. ``--busy`` adds a table of ProAC under load:
+measured with a bank a quarter the size. The per-anchor example sampling strategies
+(``--memory-sampling``: random, hardest, semi_hard; issue 23) are rows of the same table,
+against the same floor. ``--busy`` adds a table of ProAC under load:
 its ratio to the floor with and without another process spinning on one core, for
 several chunk sizes of :func:`contraseg.losses.similarity.chunk_rows` and thread counts.
 """
