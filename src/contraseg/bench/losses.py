@@ -11,7 +11,9 @@ segment entries per class, the paper's 5000 + 5000 by default) beside its own fl
 the three matmuls of A anchors x D x M bank entries (forward, and the two of
 backward), and beside the dense implementation it replaced (``memory_impl="dense"``),
 all timed in the same interleaved rounds; the streaming loss's peak memory is also
-measured with a bank a quarter the size. ``--busy`` adds a table of ProAC under load:
+measured with a bank a quarter the size. The per-anchor example sampling strategies
+(``--memory-sampling``: random, hardest, semi_hard; issue 23) are rows of the same table,
+against the same floor. ``--busy`` adds a table of ProAC under load:
 its ratio to the floor with and without another process spinning on one core, for
 several chunk sizes of :func:`contraseg.losses.similarity.chunk_rows` and thread counts.
 """
@@ -37,6 +39,8 @@ CASES = (
 )
 # The memory-bank cases have their own table and floor (see memory_bank_rows).
 MEMORY_CASES = ("memory-floor", "pixel-contrast-memory", "pixel-contrast-memory-dense")
+# Per-anchor example sampling over the bank (losses/memory_sampling.py): one case per strategy.
+SAMPLING_CASES = tuple(f"pixel-contrast-memory-{s}" for s in ("random", "hardest", "semi_hard"))
 
 
 def make_inputs(b: int, d: int, h: int, w: int, k: int, device: torch.device, seed: int = 0):
@@ -117,11 +121,12 @@ def build_case(name: str, d: int, k: int, device: torch.device, inputs, memory_s
     if name == "pixel-contrast":
         loss_fn = PixelContrastLoss().to(device)
         return lambda: loss_fn(leaf(), labels, preds).backward()
-    if name in ("pixel-contrast-memory", "pixel-contrast-memory-dense"):
+    if name in ("pixel-contrast-memory", "pixel-contrast-memory-dense") + SAMPLING_CASES:
         bank = full_bank(k, d, memory_size, device)
         impl = "dense" if name.endswith("dense") else "streaming"
+        sampling = name[len("pixel-contrast-memory-"):] if name in SAMPLING_CASES else "all"
         loss_fn = PixelContrastLoss(memory=bank, memory_impl=impl, max_samples=max_samples,
-                                    max_views=max_views).to(device)
+                                    max_views=max_views, memory_sampling=sampling).to(device)
         gen = torch.Generator(device=device)
         return lambda: loss_fn(leaf(), labels, preds, generator=gen.manual_seed(0)).backward()
     if name == "memory-floor":
@@ -181,6 +186,7 @@ def memory_bank_rows(args, device: torch.device, size: tuple[int, int]) -> list[
     entries = args.classes * 2 * args.memory_size
     kw = dict(memory_size=args.memory_size, max_samples=args.memory_anchors, max_views=args.memory_views)
     names = ["memory-floor", "pixel-contrast-memory"] + ([] if args.no_dense else ["pixel-contrast-memory-dense"])
+    names += [f"pixel-contrast-memory-{s}" for s in args.memory_sampling.split(",") if s]
     runs = {n: build_case(n, args.dim, args.classes, device, inputs, **kw) for n in names}
     times = interleaved_median_times(runs, device, args.memory_repeats, warmup=1)
     rows = []
@@ -192,11 +198,12 @@ def memory_bank_rows(args, device: torch.device, size: tuple[int, int]) -> list[
         mem = "-" if m is None else fmt_bytes(m)
         rows.append(f"| {n} | {anchors} | {entries} | {t * 1e3:.0f} | {t / times['memory-floor']:.2f}x | "
                     f"{vs_dense} | {mem} |")
-    if not args.no_memory:  # the streaming loss's memory does not depend on the bank's size
+    for n in names[1:] if not args.no_memory else ():  # the streaming losses' memory does not depend on the bank
+        if n.endswith("dense"):
+            continue
         quarter = max(1, args.memory_size // 4)
-        run = build_case("pixel-contrast-memory", args.dim, args.classes, device, inputs,
-                         **{**kw, "memory_size": quarter})
-        rows.append(f"| pixel-contrast-memory (bank / 4) | {anchors} | {args.classes * 2 * quarter} | - | - | - | "
+        run = build_case(n, args.dim, args.classes, device, inputs, **{**kw, "memory_size": quarter})
+        rows.append(f"| {n} (bank / 4) | {anchors} | {args.classes * 2 * quarter} | - | - | - | "
                     f"{fmt_bytes(_peak(run, device))} |")
     return rows
 
@@ -277,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     memory.add_argument("--memory-views", type=int, default=100, help="the sampler's max_views")
     memory.add_argument("--memory-repeats", type=int, default=3, help="interleaved rounds")
     memory.add_argument("--no-dense", action="store_true", help="skip the dense implementation")
+    memory.add_argument("--memory-sampling", default="random,hardest,semi_hard",
+                        help="per-anchor example sampling strategies to add ('' for none)")
     busy = parser.add_argument_group("ProAC under load (on the first of --sizes)")
     busy.add_argument("--busy", action="store_true", help="add the table")
     busy.add_argument("--busy-chunks", default="16,64,256", help="chunk sizes of losses.similarity to try")

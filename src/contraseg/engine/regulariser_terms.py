@@ -172,7 +172,8 @@ class PixelContrastRegulariser(Regulariser):
                                    pixels_per_image=cfg.memory_pixels_per_update, ignore_index=context.ignore_index)
         self.loss = PixelContrastLoss(temperature=cfg.temperature, base_temperature=cfg.base_temperature,
                                       max_samples=cfg.max_samples, max_views=cfg.max_views, memory=bank,
-                                      ignore_index=context.ignore_index, memory_impl="streaming")
+                                      ignore_index=context.ignore_index, memory_impl="streaming",
+                                      **_sampling_options(cfg) if self.memory else {})
 
     def terms(self, outputs: dict[str, Tensor], labels: Tensor, model: nn.Module | None) -> dict[str, Tensor]:
         """``{"contrast": PixelContrastLoss(embed, labels, argmax of the logits)}``."""
@@ -185,6 +186,12 @@ class PixelContrastRegulariser(Regulariser):
         if memory is None:
             return
         memory.enqueue(outputs["embed"].detach().float(), labels)  # gathers from all ranks itself
+
+
+def _sampling_options(cfg: Any) -> dict[str, Any]:
+    """The memory bank's per-anchor example sampling keys (``regulariser.memory_sampling`` ...)."""
+    return {key: getattr(cfg, key) for key in ("memory_sampling", "memory_positives", "memory_negatives",
+                                               "memory_semi_hard_fraction")}
 
 
 class MemoryPixelContrastRegulariser(PixelContrastRegulariser):

@@ -23,8 +23,11 @@ proac                      ProAC against K fixed hyperspherical          0.1    
 pixel_contrast             ContrastiveSeg pixel-pixel contrast in the    0.1     temperature, base_temperature,
                            batch                                                 max_samples, max_views
 pixel_contrast_memory      the same against a pixel + segment memory     0.1     the same + memory_pixel_size,
-                           bank, streamed in blocks                              memory_segment_size,
-                                                                                 memory_pixels_per_update
+                           bank, streamed in blocks (all of it, or           memory_segment_size,
+                           per-anchor sampled examples)                      memory_pixels_per_update,
+                                                                                 memory_sampling, memory_positives,
+                                                                                 memory_negatives,
+                                                                                 memory_semi_hard_fraction
 protoseg                   PPC (x ppc_weight) and PPD (x ppd_weight)     1       ppc_weight, ppd_weight,
                                                                                  prototype_momentum, sinkhorn_iters,
                                                                                  sinkhorn_epsilon
@@ -44,6 +47,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
+from ..losses.memory_sampling import SAMPLINGS
 from ..losses.pixel_contrast import PixelContrastLoss
 from ..losses.proac import ProACLoss
 from ..losses.protoseg import PPCLoss
@@ -214,6 +218,14 @@ _MEMORY = (
     RegulariserOption("memory_pixel_size", int, default_of(PixelMemoryBank, "pixel_size"), 1),
     RegulariserOption("memory_segment_size", int, default_of(PixelMemoryBank, "segment_size"), 1),
     RegulariserOption("memory_pixels_per_update", int, default_of(PixelMemoryBank, "pixels_per_image"), 1),
+    # Per-anchor example sampling over the bank (ContrastiveSeg's hard example sampling, never
+    # released: its README lists "[ ] Hard Example Mining"); "all" = the whole bank, as released.
+    # K+ / K- / x: chosen values recalled from the paper, unchecked (losses/memory_sampling.py); none released.
+    RegulariserOption("memory_sampling", Literal[SAMPLINGS], default_of(PixelContrastLoss, "memory_sampling")),
+    RegulariserOption("memory_positives", int, default_of(PixelContrastLoss, "memory_positives"), 1),
+    RegulariserOption("memory_negatives", int, default_of(PixelContrastLoss, "memory_negatives"), 1),
+    RegulariserOption("memory_semi_hard_fraction", float, default_of(PixelContrastLoss, "memory_semi_hard_fraction"),
+                      0.0, True),
 )
 # ProtoSeg's loss weights as released: tfzhou/ProtoSeg@1c4a778, configs/cityscapes/H_48_D_4_proto.json
 # lines 138-139 ("loss_ppc_weight": 0.01, "loss_ppd_weight": 0.001), read by lib/loss/loss_proto.py:62-63.

@@ -38,8 +38,10 @@ from .._validation import check_dim, check_embeddings, check_label_range, check_
 from ..sampling.anchor_sampler import AnchorSamples, HardAnchorSampler
 from ..sampling.memory_bank import PixelMemoryBank
 from .._labels import resize_labels
+from ..distributed import rank
 from ._pixels import zero_loss
 from .memory_contrast import memory_contrast
+from .memory_sampling import SAMPLINGS, sampled_memory_contrast
 
 MEMORY_IMPLS = ("streaming", "dense")
 
@@ -130,6 +132,11 @@ class PixelContrastLoss(nn.Module):
             A x M matrix; the reference). Same value and gradient.
         block_size: bank entries per block of the streaming loss (default: chosen per
             device, :func:`contraseg.losses.memory_contrast.default_block_size`).
+        memory_sampling: which bank entries each anchor meets: ``"all"`` (default, the whole
+            bank) or per-anchor sampling, ``"random"``, ``"hardest"``, ``"semi_hard"``
+            (:mod:`contraseg.losses.memory_sampling`; streaming only).
+        memory_positives, memory_negatives: K+ and K- kept per anchor by the sampling.
+        memory_semi_hard_fraction: x, the hardest fraction semi-hard samples from.
 
     Shape:
         - embeddings: B x D x h x w, any float dtype (normalised over D inside; half
@@ -158,8 +165,16 @@ class PixelContrastLoss(nn.Module):
         sampler: Callable[..., AnchorSamples] | None = None,
         memory_impl: str = "streaming",
         block_size: int | None = None,
+        memory_sampling: str = "all",
+        memory_positives: int = 1024,
+        memory_negatives: int = 2048,
+        memory_semi_hard_fraction: float = 0.1,
     ) -> None:
         super().__init__()
+        if memory_sampling not in SAMPLINGS:
+            raise ValueError(f"memory_sampling must be one of {', '.join(SAMPLINGS)}, got {memory_sampling!r}")
+        if memory_sampling != "all" and memory_impl != "streaming":
+            raise ValueError(f"memory_sampling={memory_sampling!r} needs memory_impl='streaming'")
         if memory_impl not in MEMORY_IMPLS:
             raise ValueError(f"memory_impl must be one of {', '.join(MEMORY_IMPLS)}, got {memory_impl!r}")
         if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, int)
@@ -183,9 +198,15 @@ class PixelContrastLoss(nn.Module):
         self.memory_impl = memory_impl
         self.block_size = block_size
         self._warned = False
+        self.memory_sampling = memory_sampling
+        self.memory_positives, self.memory_negatives = int(memory_positives), int(memory_negatives)
+        self.memory_semi_hard_fraction = float(memory_semi_hard_fraction)
 
     def extra_repr(self) -> str:
         memory = f", memory_impl={self.memory_impl!r}" if self.memory is not None else ""
+        if self.memory is not None and self.memory_sampling != "all":
+            memory += (f", memory_sampling={self.memory_sampling!r}, positives={self.memory_positives}, "
+                       f"negatives={self.memory_negatives}")
         return (
             f"temperature={self.temperature}, base_temperature={self.base_temperature}, "
             f"ignore_index={self.ignore_index}, sampler={self.sampler!r}{memory}"
@@ -238,7 +259,11 @@ class PixelContrastLoss(nn.Module):
         else:
             _check_samples(samples, flat_labels)
 
-        loss = self._contrast(embeddings, samples, copy_memory=enqueue)
+        seed = None
+        if self.memory is not None and self.memory_sampling != "all":  # the draws of the example sampling
+            device = generator.device if generator is not None else None
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=device)) ^ (rank() * 0x9E3779B97F4A7C15)
+        loss = self._contrast(embeddings, samples, copy_memory=enqueue, seed=seed)
         if enqueue:
             self.memory.enqueue(embeddings.detach(), labels)
         return loss
@@ -259,7 +284,8 @@ class PixelContrastLoss(nn.Module):
         warnings.warn(f"PixelContrastLoss: this batch gives no anchor although it has labelled pixels, so the "
                       f"loss is 0: {rule} (warned once)", RuntimeWarning, stacklevel=3)
 
-    def _contrast(self, embeddings: Tensor, samples: AnchorSamples, copy_memory: bool = False) -> Tensor:
+    def _contrast(self, embeddings: Tensor, samples: AnchorSamples, copy_memory: bool = False,
+                  seed: int | None = None) -> Tensor:
         """The loss of the sampled anchors, in float32 (or float64) with autocast off."""
         if samples.index.numel() == 0:
             return zero_loss(embeddings)
@@ -281,10 +307,14 @@ class PixelContrastLoss(nn.Module):
                 queues, counts = self.memory.queues()
                 if copy_memory:
                     queues = tuple(queue.clone() for queue in queues)
-                loss = memory_contrast(
-                    anchors, anchor_labels, queues, counts,
-                    self.temperature, self.base_temperature, self.block_size,
-                )
+                if self.memory_sampling == "all":
+                    loss = memory_contrast(anchors, anchor_labels, queues, counts,
+                                           self.temperature, self.base_temperature, self.block_size)
+                else:
+                    loss = sampled_memory_contrast(
+                        anchors, anchor_labels, queues, counts, self.temperature, self.base_temperature,
+                        self.memory_sampling, self.memory_positives, self.memory_negatives, seed or 0,
+                        self.memory_semi_hard_fraction, self.block_size)
             else:
                 bank_feats, bank_labels = self.memory.contrast_set()
                 if bank_labels.numel() == 0:
