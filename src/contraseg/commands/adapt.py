@@ -2,7 +2,8 @@
 
 Runs a domain-adaptation config (a training config with an ``adapt:`` section, see
 :mod:`contraseg.adapt.config`): self-training with offline pseudo labels (and rounds),
-WDASS with weak target labels, or source-only fine-tuning. The run directory (default
+WDASS with weak target labels, DACS (mean teacher, ClassMix, rare-class sampling), FDA
+(Fourier domain adaptation), or source-only fine-tuning. The run directory (default
 ``runs/<config name>``) receives what ``contraseg train`` writes plus ``adapt.yaml``
 (and ``round_<r>/`` folders for several self-training rounds). Under ``torchrun
 --nproc_per_node N -m contraseg.adapt CONFIG`` it runs distributed data parallel.
@@ -25,7 +26,7 @@ from .train import print_summary, start_run
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``adapt``."""
-    parser = subparsers.add_parser("adapt", help="domain adaptation: self-training (+ProAC), WDASS",
+    parser = subparsers.add_parser("adapt", help="domain adaptation: self-training (+ProAC), WDASS, DACS, FDA",
                                    description=" ".join(__doc__.split("\n\n")[1].split()))
     configure(parser)
 
