@@ -94,10 +94,10 @@ def run(args: argparse.Namespace) -> int:
             check_previous(out, settings, args.overwrite)
             check_writable(out)
         results: dict[str, Any] = {}
+        inference = inference_options(cfg)  # one config, the same for every dataset
         for ds_cfg in datasets:
             label = dataset_label(ds_cfg)
             dataset = perturbed(dataset_for_model(ds_cfg, cfg.eval.resize, len(restored.classes)), perturbation)
-            inference = inference_options(cfg)
             progress = progress_reporter(f"eval {label}") if context.is_main else None
             metrics = evaluate_dataset(restored.model, dataset, inference, context.device,
                                        cfg.data.eval_classes or dataset.info.eval_classes,
