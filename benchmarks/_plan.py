@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from _jobs import ROOT, Job, adapt, contraseg, last_eval
-from _rows import (ABLATION, ADAPTATION, PERTURBATIONS, ROBUST_MODELS, SIZE, STAGE2, SUPERVISED,
-                   SUPERVISED_DELAYED, UDA_BASELINES, WDASS_DELAYED, WEAK_KINDS)
+from _rows import (ABLATION, ADAPTATION, MEMORY_SAMPLING, PERTURBATIONS, ROBUST_MODELS, SIZE, STAGE2,
+                   SUPERVISED, SUPERVISED_DELAYED, UDA_BASELINES, WDASS_DELAYED, WEAK_KINDS)
 
 CONFIGS = ROOT / "configs"
 
@@ -149,7 +149,7 @@ def build_jobs(args: argparse.Namespace) -> list[Job]:
                            labels) for row, _, config, extra, labels in ADAPTATION]
         jobs += [train_job("supervised", row, seed, config, []) for row, _, config in SUPERVISED[1:]]
         jobs += [train_job("supervised", row, seed, config, sets(*extra(s_iters)))
-                 for row, _, config, extra in SUPERVISED_DELAYED]
+                 for row, _, config, extra in (*SUPERVISED_DELAYED, *MEMORY_SAMPLING)]
         jobs.append(train_job("da", "oracle", seed, "synthetic_oracle.yaml",
                               sets(f"data.train.options.length={args.target_length}", "data.train.options.cache=true")))
         jobs += [adapt_job("uda", row, seed, config, [], None) for row, _, config in UDA_BASELINES]

@@ -47,6 +47,17 @@ SUPERVISED_DELAYED = (
                  "regulariser.base_temperature=0.07", "regulariser.max_views=1",
                  "regulariser.memory_pixels_per_update=10")),
 )
+#: (row, title, config, --set values as functions of the supervised iterations) of issue 23's rows:
+#: the memory row with the released loss and hard start above, each anchor contrasted with a
+#: per-anchor sample of the bank instead of the whole bank (ContrastiveSeg paper, Sec. 3.3: random,
+#: hardest, semi-hard = top 10 % hardest then random; K+ 1024 / K- 2048 as in
+#: losses/memory_sampling.py). Paired against the whole-bank row ``pixel_contrast_memory_delayed``.
+MEMORY_SAMPLING = tuple(
+    (f"memory_{strategy}_delayed", f"+ pixel contrast with memory, released loss and hard start, {what} "
+     "(1024 positives, 2048 negatives per anchor)", "synthetic_pixel_contrast_memory.yaml",
+     lambda it, strategy=strategy: (*SUPERVISED_DELAYED[1][3](it), f"regulariser.memory_sampling={strategy}"))
+    for strategy, what in (("random", "random examples"), ("hardest", "hardest examples"),
+                           ("semi_hard", "semi-hard examples (random among the hardest 10 %)")))
 #: (row, title, config, extra --set values, label folder kind) of the adaptation runs.
 ADAPTATION = (
     ("finetune", "source-only, +T on the source", "synthetic_source_only_finetune.yaml", (), None),
@@ -105,7 +116,7 @@ IMAGES_PER_STEP = {"self_training": "16", "self_training_proac": "16", "wdass_im
 
 def title_of(key: str) -> str:
     """The title of a result key (``sup_<row>`` for supervised rows, ``rob_<model>_<perturbation>``)."""
-    titles = {f"sup_{row}": title for row, title, *_ in (*SUPERVISED, *SUPERVISED_DELAYED)}
+    titles = {f"sup_{row}": title for row, title, *_ in (*SUPERVISED, *SUPERVISED_DELAYED, *MEMORY_SAMPLING)}
     titles.update({row: title for row, title, *_ in (*ADAPTATION, *WDASS_DELAYED, *UDA_BASELINES, *ABLATION)})
     titles.update({row: title for _, row, title, _ in STAGE2})
     titles.update({"oracle": "target-supervised (oracle)", "div_protoseg": "ProtoSeg prototype diversity"})

@@ -10,8 +10,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from _rows import (PERTURBATIONS, ROBUST_MODELS, SOURCE, STAGE2, SUPERVISED_DELAYED, TARGET, UDA_BASELINES,
-                   WDASS_DELAYED, title_of)
+from _rows import (MEMORY_SAMPLING, PERTURBATIONS, ROBUST_MODELS, SOURCE, STAGE2, SUPERVISED_DELAYED, TARGET,
+                   UDA_BASELINES, WDASS_DELAYED, title_of)
 from _tables import mean_std, minutes, miou, paired, per_seed
 
 Rows = list[tuple[str, str, list[str | None]]]
@@ -39,6 +39,16 @@ def hard_start_table(by_row: dict, seeds: list[int]) -> list[str]:
         rows += [(f"sup_{base}", title_of(f"sup_{base}"), ["sup_ce", None]), (f"sup_{row}", title, ["sup_ce", f"sup_{base}"])]
     return paired_table(by_row, "supervised, source val", rows, ["vs cross-entropy, paired",
                                                                   "vs from iteration 0, paired"], SOURCE, seeds)
+
+
+def memory_sampling_table(by_row: dict, seeds: list[int]) -> list[str]:
+    """Source val: each per-anchor sampling of the memory bank against the whole bank (same loss,
+    same hard start) and against cross-entropy (issue 23)."""
+    whole = "sup_pixel_contrast_memory_delayed"
+    rows: Rows = [(whole, "+ pixel contrast with memory, released loss and hard start, whole bank", [None, "sup_ce"])]
+    rows += [(f"sup_{row}", title, [whole, "sup_ce"]) for row, title, *_ in MEMORY_SAMPLING]
+    return paired_table(by_row, "supervised, source val", rows, ["vs whole bank, paired",
+                                                                  "vs cross-entropy, paired"], SOURCE, seeds)
 
 
 def wdass_delayed_table(by_row: dict, seeds: list[int]) -> list[str]:

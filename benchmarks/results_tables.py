@@ -76,7 +76,8 @@ from _jobs import ROOT, Job, schedule  # noqa: E402
 from _plan import build_jobs  # noqa: E402
 from _rows import ABLATION, ADAPTATION, SOURCE, SUPERVISED, SUPERVISED_DELAYED, TARGET  # noqa: E402
 from _tables import ablation_table, da_table, load_results, per_class_table, supervised_table  # noqa: E402
-from _tables19 import (diversity_table, hard_start_table, missing_runs, pseudo_label_quality,  # noqa: E402
+from _tables19 import (diversity_table, hard_start_table, memory_sampling_table, missing_runs,
+                       pseudo_label_quality,  # noqa: E402
                        robustness_tables, stage2_table, uda_table, wdass_delayed_table)
 
 __all__ = ["ABLATION", "ADAPTATION", "ISSUE19", "SOURCE", "SUPERVISED", "SUPERVISED_DELAYED", "TARGET", "build_jobs", "main",
@@ -144,6 +145,8 @@ def render(args: argparse.Namespace, wall: float | None, timings: dict[str, floa
         text += ["## WDASS ablation (coarse labels)", "", *ablation_table(by_row, args.ablation_seeds), ""]
     text += ["## Released hard start: pixel contrast off for the first 1/8 of training (ContrastiveSeg 5000 / 40000)",
              "", *hard_start_table(by_row, seeds), "",
+             "## Hard example sampling over the memory bank (ContrastiveSeg Sec. 3.3; issue 23), with the "
+             "released memory loss and hard start", "", *memory_sampling_table(by_row, seeds), "",
              "## Released hard start: WDASS's contrast and image-level terms off for the first 1/15 "
              "(WDASS 10000 / 150000), from the CE model", "", *wdass_delayed_table(by_row, seeds), "",
              "## Standard UDA baselines from the same CE model: DACS and FDA", "", *uda_table(by_row, seeds), "",
