@@ -220,7 +220,8 @@ _MEMORY = (
     RegulariserOption("memory_pixels_per_update", int, default_of(PixelMemoryBank, "pixels_per_image"), 1),
     # Per-anchor example sampling over the bank (ContrastiveSeg's hard example sampling, never
     # released: its README lists "[ ] Hard Example Mining"); "all" = the whole bank, as released.
-    # K+ / K- / x: chosen values recalled from the paper, unchecked (losses/memory_sampling.py); none released.
+    # x = 0.1 ("top 10 %") as the paper's Sec. 3.3 (quoted in tfzhou/ContrastiveSeg issues 17, 31);
+    # K+ / K- = 1024 / 2048 recalled from the paper, not checked against its text; none released.
     RegulariserOption("memory_sampling", Literal[SAMPLINGS], default_of(PixelContrastLoss, "memory_sampling")),
     RegulariserOption("memory_positives", int, default_of(PixelContrastLoss, "memory_positives"), 1),
     RegulariserOption("memory_negatives", int, default_of(PixelContrastLoss, "memory_negatives"), 1),
