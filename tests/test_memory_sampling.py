@@ -205,7 +205,7 @@ def test_drawn_ranks_are_distinct_uniform_and_seeded(n):
     assert all(len(set(row)) == k for row in ranks.tolist())
     df = n - 1  # chi-square of about n - 1 degrees of freedom: mean df, sd sqrt(2 df)
     assert abs(_chi_square(ranks, n) - df) < 5 * math.sqrt(2 * df)
-    assert abs(_chi_square(ranks[:, :1], n) - df) < 5 * math.sqrt(2 * df)  # the draw order is random too
+    assert bool((ranks[:, 1:] > ranks[:, :-1]).all())  # each row ascending
     overlap = (torch.zeros(rows, n).scatter_(1, ranks, 1.0)[:-1] * torch.zeros(rows, n).scatter_(1, ranks, 1.0)[1:])
     assert abs(float(overlap.sum(1).mean()) - k * k / n) < 0.1 * k * k / n + 0.1  # rows independent
     a, b = sample_ranks(3, torch.full((5,), n), torch.full((5,), n), k, k)
@@ -217,9 +217,9 @@ def test_drawn_ranks_of_small_sets_and_short_rows(monkeypatch):
     """n < k: every rank, then -1; n = 0: all -1. With no margin most rows end short of k
     distinct after the first draws and draw more: still k distinct ranks in range."""
     ranks = draw_ranks(torch.tensor([3, 0, 7, 500]), 7, torch.Generator().manual_seed(1))
-    assert sorted(ranks[0, :3].tolist()) == [0, 1, 2] and ranks[0, 3:].eq(-1).all() and ranks[1].eq(-1).all()
-    assert sorted(ranks[2].tolist()) == list(range(7)) and len(set(ranks[3].tolist())) == 7
+    assert ranks[0, :3].tolist() == [0, 1, 2] and ranks[0, 3:].eq(-1).all() and ranks[1].eq(-1).all()
+    assert ranks[2].tolist() == list(range(7)) and len(set(ranks[3].tolist())) == 7
     monkeypatch.setattr(memory_draws, "_MARGIN", -4)  # k + k // 4 - 4 = k - 1 draws: always short at first
     ranks = draw_ranks(torch.full((200,), 100), 20, torch.Generator().manual_seed(2))
     assert int(ranks.min()) >= 0 and int(ranks.max()) < 100
-    assert all(len(set(row)) == 20 for row in ranks.tolist())
+    assert bool((ranks[:, 1:] > ranks[:, :-1]).all())  # distinct, ascending

@@ -24,20 +24,21 @@ _MARGIN = 32
 _DENSE_CHUNK = 2**21  # random keys per chunk of rows on the dense path (16 MiB of float64)
 
 
-def _first_distinct(values: Tensor, k: int) -> Tensor:
-    """rows x m values -> rows x m bool: the first occurrence of each value in its row (draw
-    order), and of those only the first ``k``."""
+def _first_distinct(values: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """rows x m values (in draw order) -> the values sorted along each row (rows x m) and
+    which of those to keep (rows x m bool): the first ``k`` distinct values in draw order."""
     ordered, perm = torch.sort(values, dim=1, stable=True)  # equal values keep draw order
     first = torch.ones_like(values, dtype=torch.bool)
-    first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    first = torch.empty_like(first).scatter_(1, perm, first)
-    return first & (first.cumsum(1) <= k)
+    first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]  # the first drawn of each value
+    first = torch.empty_like(first).scatter_(1, perm, first)  # back in draw order
+    return ordered, (first & (first.cumsum(1) <= k)).gather(1, perm)
 
 
 def _with_replacement(sizes: Tensor, count: int, generator: torch.Generator) -> Tensor:
-    """rows x count ints, uniform in [0, sizes[i]) (float64 ``floor(u * n)``)."""
+    """rows x count int32, uniform in [0, sizes[i]) (float64 ``floor(u * n)``; a bank holds
+    fewer than 2^31 entries)."""
     u = torch.rand(sizes.numel(), count, generator=generator, dtype=torch.float64)
-    return torch.minimum(torch.floor(u * sizes[:, None].double()).long(), sizes[:, None] - 1)
+    return torch.minimum(torch.floor(u * sizes[:, None].double()).int(), (sizes[:, None] - 1).int())
 
 
 def draw_ranks(sizes: Tensor, k: int, generator: torch.Generator) -> Tensor:
@@ -50,8 +51,8 @@ def draw_ranks(sizes: Tensor, k: int, generator: torch.Generator) -> Tensor:
         generator: a CPU generator; the draws are a function of its state, ``sizes`` and ``k``.
 
     Returns:
-        rows x k long (CPU), in draw order; a row with ``n < k`` holds all of ``0 .. n - 1``
-        (in random order) and -1 in its last ``k - n`` slots.
+        rows x k long (CPU), each row ascending (the drawn set; its order carries nothing);
+        a row with ``n < k`` holds ``0 .. n - 1`` and -1 in its last ``k - n`` slots.
 
     Rows with ``n <= 4k`` take the ``k`` smallest of ``n`` float64 uniform keys. Larger
     ones draw ``k + k // 4 + 32`` values with replacement and keep the first ``k`` distinct
@@ -70,23 +71,23 @@ def draw_ranks(sizes: Tensor, k: int, generator: torch.Generator) -> Tensor:
             n = sizes[rows]
             keys = torch.rand(rows.numel(), width, generator=generator, dtype=torch.float64)
             keys.masked_fill_(torch.arange(width)[None, :] >= n[:, None], 2.0)  # past n: last
-            picked = torch.topk(keys, take, dim=1, largest=False).indices  # ascending keys
+            picked = torch.topk(keys, take, dim=1, largest=False).indices.sort(1).values  # past n: last
             out[rows, :take] = picked.masked_fill(torch.arange(take)[None, :] >= n[:, None], -1)
     sparse = torch.nonzero(sizes > _DENSE * k).flatten()
     if sparse.numel():
         n = sizes[sparse]
         values = _with_replacement(n, k + k // 4 + _MARGIN, generator)
-        keep = _first_distinct(values, k)
+        ordered, keep = _first_distinct(values, k)
         full = keep.sum(1) == k
-        out[sparse[full]] = values[full][keep[full]].view(-1, k)
+        out[sparse[full]] = ordered[full][keep[full]].view(-1, k).long()
         for row in torch.nonzero(~full).flatten().tolist():  # short of k distinct: draw more
             drawn = values[row:row + 1]
             while True:
                 drawn = torch.cat([drawn, _with_replacement(n[row:row + 1], k // 4 + _MARGIN, generator)], 1)
-                keep = _first_distinct(drawn, k)
+                ordered, keep = _first_distinct(drawn, k)
                 if int(keep.sum()) == k:
                     break
-            out[sparse[row]] = drawn[keep]
+            out[sparse[row]] = ordered[keep].long()
     return out
 
 
@@ -101,8 +102,9 @@ def sample_ranks(seed: int, positive_sizes: Tensor, negative_sizes: Tensor, posi
         positives, negatives: K+ and K-.
 
     Returns:
-        A x K+ and A x K- long (CPU), ranks into the sets in id order, -1 for empty slots
-        (:func:`draw_ranks`, positives first, from one generator seeded with ``seed``).
+        A x K+ and A x K- long (CPU), ranks into the sets in id order, each row ascending
+        with -1 in its empty slots, last (:func:`draw_ranks`, positives first, from one
+        generator seeded with ``seed``).
     """
     generator = torch.Generator().manual_seed(int(seed) & (2**64 - 1))
     return draw_ranks(positive_sizes, positives, generator), draw_ranks(negative_sizes, negatives, generator)
@@ -120,7 +122,8 @@ def rank_ids(ranks: Tensor, labels: Tensor, count_table: Tensor, queue_sizes: Se
         positive: map into ``P(a)`` (the entries of the anchor's class) or ``N(a)`` (all others).
 
     Returns:
-        A x k long on ``ranks``' device: queue offset + class * S + slot, -1 where ``ranks`` is.
+        A x k long on ``ranks``' device: queue offset + class * S + slot, -1 where ``ranks``
+        is (the map is increasing: ascending ranks give ascending indices).
 
     The filled entries are Q x K segments (queue-major, class-minor: id order) of
     ``count_table`` lengths; per class, a table of the kept segments' cumulative lengths

@@ -78,9 +78,12 @@ SAMPLINGS = ("all", "random", "hardest", "semi_hard")
 _BINS = 4096
 
 
-def bin_position(scaled_similarity: Tensor, temperature: float) -> Tensor:
-    """``(t s + 1) * _BINS / 2``: where the cosine ``t s`` in [-1, 1] falls on [0, _BINS]."""
-    return scaled_similarity * (temperature * _BINS / 2) + _BINS / 2
+def bin_position(scaled_similarity: Tensor, temperature: float, inplace: bool = False) -> Tensor:
+    """``(t s + 1) * _BINS / 2``: where the cosine ``t s`` in [-1, 1] falls on [0, _BINS]
+    (``s * (t _BINS / 2)`` then ``+ _BINS / 2``; ``inplace``: overwriting ``s``)."""
+    scale = temperature * _BINS / 2
+    position = scaled_similarity.mul_(scale) if inplace else scaled_similarity * scale
+    return position.add_(_BINS / 2)
 
 
 def cosine_bins(scaled_similarity: Tensor, temperature: float) -> Tensor:
@@ -95,17 +98,37 @@ def _block_ids(block, offsets: Sequence[int], device: torch.device) -> Tensor:
     return (torch.cat(parts) + offsets[block.source]).to(device=device, dtype=torch.int32)
 
 
-def _columns(ids: Tensor, block, offsets: Sequence[int]) -> tuple[Tensor, int]:
-    """The block's columns of global indices (``ids``' shape, -1 where not in the block) and
-    the block's entry count n."""
-    column = torch.full_like(ids, -1)
-    start = 0
-    for lo, hi in block.rows:
-        first = offsets[block.source] + lo
-        inside = (ids >= first) & (ids < first + hi - lo)
-        column = torch.where(inside, ids - first + start, column)
-        start += hi - lo
-    return column, start
+def _place(ids: Tensor, blocks, offsets: Sequence[int]) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """Where the kept (anchor, id) pairs lie in the blocks.
+
+    Args:
+        ids: A x k global bank indices (long, -1: empty slot), distinct within a row.
+
+    Returns:
+        Per block, three m long tensors: the pairs' flat index into ``ids`` (A * k), their
+        row (anchor) and their column in the block's A x n similarities (m = 0 for a block
+        holding none). The blocks' row ranges are ascending global ids (a queue after the
+        other, class by class), so one ``searchsorted`` on their first ids places every
+        pair, and one sort groups them by block.
+    """
+    firsts, columns, owners = [], [], []
+    for number, block in enumerate(blocks):
+        start = 0
+        for lo, hi in block.rows:
+            firsts.append(offsets[block.source] + lo)
+            columns.append(start)
+            owners.append(number)
+            start += hi - lo
+    firsts_t, columns_t, owners_t = (torch.tensor(v, device=ids.device) for v in (firsts, columns, owners))
+    flat = ids.flatten()
+    index = torch.nonzero(flat >= 0).flatten()
+    kept = flat[index]
+    at = torch.searchsorted(firsts_t, kept, right=True) - 1
+    column, owner = kept - firsts_t[at] + columns_t[at], owners_t[at]
+    order = torch.argsort(owner)
+    sizes = torch.bincount(owner, minlength=len(blocks)).tolist()
+    return [(i, torch.div(i, ids.shape[1], rounding_mode="floor"), c)
+            for i, c in zip(index[order].split(sizes), column[order].split(sizes))]
 
 
 def _in_caller_order(values: Tensor, order: Tensor) -> Tensor:
@@ -155,23 +178,19 @@ def _hardest(scaled, labels, starts, flat, blocks, offsets, positives, negatives
     return out[0], out[1]
 
 
-def _gather(scaled: Tensor, ids: Tensor, flat, blocks, offsets) -> Tensor:
-    """``scaled_a . bank[id]`` for the A x k (anchor, id) pairs (0 where id = -1): one pass,
-    each block's A x n similarities, the values of the ids it holds picked out."""
-    values = scaled.new_zeros(ids.shape)
-    for block in blocks:
-        column, _ = _columns(ids, block, offsets)
-        inside = column >= 0
-        if not bool(inside.any()):
-            continue
-        sim = scaled @ _entries(flat, block, scaled).T
-        values = torch.where(inside, sim.gather(1, column.clamp_(min=0)), values)
-    return values
+def _gather(scaled: Tensor, place, flat, blocks, shape: tuple[int, int]) -> Tensor:
+    """``scaled_a . bank[id]`` for the A x k (anchor, id) pairs placed by :func:`_place` (0 in
+    empty slots): one pass, each block's A x n similarities, the placed ones picked out."""
+    values = scaled.new_zeros(shape[0] * shape[1])
+    for block, (index, row, column) in zip(blocks, place):
+        if index.numel():
+            values[index] = (scaled @ _entries(flat, block, scaled).T)[row, column]
+    return values.view(shape)
 
 
 def _random(scaled, labels, order, flat, blocks, offsets, count_table, positives, negatives, seed):
     """K+ of P(a) and K- of N(a) uniformly: drawn ranks (caller's anchor order), mapped to
-    bank indices, their similarities gathered in one pass."""
+    bank indices (their similarities are gathered later, by :func:`_gather`)."""
     sorted_labels, rows = labels.cpu(), order.cpu()
     size_p = count_table.sum(0)[sorted_labels]
     size_n = count_table.sum() - size_p
@@ -180,8 +199,7 @@ def _random(scaled, labels, order, flat, blocks, offsets, count_table, positives
     sizes = [q.shape[0] // count_table.shape[1] for q in flat]
     id_p = rank_ids(rank_p[rows], sorted_labels, count_table, sizes, True).to(scaled.device)
     id_n = rank_ids(rank_n[rows], sorted_labels, count_table, sizes, False).to(scaled.device)
-    values = _gather(scaled, torch.cat([id_p, id_n], 1), flat, blocks, offsets)
-    return (values[:, :positives], id_p), (values[:, positives:], id_n)
+    return (None, id_p), (None, id_n)
 
 
 def _boundary_bins(flat, blocks, starts, scaled, labels, temperature, fraction):
@@ -194,7 +212,8 @@ def _boundary_bins(flat, blocks, starts, scaled, labels, temperature, fraction):
     pos = torch.zeros_like(neg)
     for block in blocks:
         lo, hi = starts[block.first_class], starts[block.last_class + 1]
-        bins = cosine_bins(scaled @ _entries(flat, block, scaled).T, temperature)
+        bins = bin_position(scaled @ _entries(flat, block, scaled).T, temperature, inplace=True)
+        bins = bins.clamp_(0, _BINS - 1).long()  # cosine_bins, in place
         one = neg.new_ones(1, 1).expand_as(bins)
         if hi > lo:
             same = labels[lo:hi, None] == block.labels(bins.device)[None, :]
@@ -213,18 +232,20 @@ def _boundary_bins(flat, blocks, starts, scaled, labels, temperature, fraction):
 def _take(member: Tensor, sim: Tensor, ids: Tensor, ranks: Tensor, seen: Tensor, values: Tensor,
           kept: Tensor) -> None:
     """In place, for rows x n members of the kept sets in one block (``member``, bool) and
-    rows x k drawn ranks into the sets in id order: the slots whose rank falls in this block
-    get its similarity (``values``) and bank index (``kept``); ``seen`` (rows) counts the
-    members of the blocks walked so far. A rank is found by ``searchsorted`` in the
-    members' running count along the block."""
-    count = member.cumsum(1, dtype=torch.int32)  # rows x n
-    total = count[:, -1].long()
-    local = ranks - seen[:, None]
-    found = (local >= 0) & (local < total[:, None])
-    column = torch.searchsorted(count, local.clamp(min=0).to(torch.int32), right=True).clamp_(max=count.shape[1] - 1)
-    values.copy_(torch.where(found, sim.gather(1, column), values))
-    kept.copy_(torch.where(found, ids.long()[column], kept))
-    seen += total
+    rows x k drawn ranks into the sets in id order (-1: empty slot): the slots whose rank
+    falls in this block get its similarity (``values``) and bank index (``kept``); ``seen``
+    (rows) counts the members of the blocks walked so far. ``nonzero`` lists the members
+    row by row in column order, so a row's r-th member of the block is at its row's start
+    + r in that list."""
+    where = torch.nonzero(member)  # m x 2
+    count = torch.bincount(where[:, 0], minlength=member.shape[0])
+    if where.shape[0]:
+        local = ranks - seen[:, None]
+        found = (local >= 0) & (local < count[:, None])
+        column = where[:, 1][(local + (count.cumsum(0) - count)[:, None]).clamp_(0, where.shape[0] - 1)]
+        values.copy_(torch.where(found, sim.gather(1, column), values))
+        kept.copy_(torch.where(found, ids.long()[column], kept))
+    seen += count
 
 
 def _semi_hard(scaled, labels, order, starts, flat, blocks, offsets, positives, negatives, seed, temperature,
@@ -239,17 +260,21 @@ def _semi_hard(scaled, labels, order, starts, flat, blocks, offsets, positives, 
     values_p, values_n = scaled.new_zeros(rank_p.shape), scaled.new_zeros(rank_n.shape)
     id_p, id_n = torch.full_like(rank_p, -1), torch.full_like(rank_n, -1)
     seen_p, seen_n = torch.zeros_like(size_p), torch.zeros_like(size_n)
+    low = torch.where(bound_n > 0, bound_n.to(scaled.dtype), -math.inf)
+    high = torch.where(bound_p < _BINS - 1, bound_p.to(scaled.dtype) + 1, math.inf)
     for block in blocks:
         lo, hi = starts[block.first_class], starts[block.last_class + 1]
         ids = _block_ids(block, offsets, scaled.device)
         sim = scaled @ _entries(flat, block, scaled).T  # A x n
-        # the histogram's expression: bin >= b <=> position >= b (position clamped to [0, _BINS - 1])
-        position = bin_position(sim, temperature).clamp_(0, _BINS - 1)
-        member = position >= bound_n[:, None]
+        # The histogram's bin is floor(clamp(position, 0, _BINS - 1)), with position the same
+        # expression of the same sim; for 0 < b <= _BINS - 1, bin >= b <=> position >= b,
+        # and for 0 <= b < _BINS - 1, bin <= b <=> position < b + 1 (edges: every bin).
+        position = bin_position(sim, temperature)
+        member = position >= low[:, None]
         if hi > lo:
             same = labels[lo:hi, None] == block.labels(sim.device)[None, :]
             member[lo:hi] &= ~same
-            member_p = same & (position[lo:hi] < bound_p[lo:hi, None] + 1)  # bin <= b
+            member_p = same & (position[lo:hi] < high[lo:hi, None])
             _take(member_p, sim[lo:hi], ids, rank_p[lo:hi], seen_p[lo:hi], values_p[lo:hi], id_p[lo:hi])
         _take(member, sim, ids, rank_n, seen_n, values_n, id_n)
     return (values_p, id_p), (values_n, id_n)
@@ -260,7 +285,8 @@ def select_examples(scaled, labels, order, starts, flat, blocks, offsets, count_
                     negatives, seed, temperature, fraction):
     """Per anchor (sorted by class; ``order`` A: the caller's index of each row), the kept
     positives and negatives: ``(s, id)`` pairs, A x K+ and A x K- each, ``id = -1`` (and
-    ``s = 0``) for an empty slot. ``count_table``: Q x K filled slots (CPU long)."""
+    ``s = 0``) for an empty slot; ``s`` is None for ``random`` (the ids are drawn without
+    the similarities: :func:`_gather`). ``count_table``: Q x K filled slots (CPU long)."""
     if sampling == "hardest":
         return _hardest(scaled, labels, starts, flat, blocks, offsets, positives, negatives)
     if sampling == "random":
@@ -270,31 +296,32 @@ def select_examples(scaled, labels, order, starts, flat, blocks, offsets, count_
 
 
 class _KeptSimilarity(torch.autograd.Function):
-    """``s = scaled_a . bank[id]`` for the kept (anchor, id) pairs: forward returns the values
-    the selection pass computed; backward walks the blocks once more, scattering each
-    block's kept coefficients into an A x n matrix and multiplying it by the block's
-    entries (one A x D x M matmul in all, nothing of size M kept)."""
+    """``s = scaled_a . bank[id]`` for the kept (anchor, id) pairs (A x k): forward returns the
+    values the selection computed; backward walks the blocks once more, putting each
+    block's kept coefficients (placed by :func:`_place`) into an A x n matrix and
+    multiplying it by the block's entries (one A x D x M matmul in all, nothing of size M
+    kept)."""
 
     @staticmethod
-    def forward(ctx, scaled, values, ids, blocks, offsets, *queues):
-        ctx.save_for_backward(ids, *queues)
-        ctx.blocks, ctx.offsets = blocks, offsets
+    def forward(ctx, scaled, values, place, blocks, *queues):
+        ctx.save_for_backward(*queues)  # an enqueue before backward is reported by autograd
+        ctx.place, ctx.blocks = place, blocks
         return values.clone()
 
     @staticmethod
     def backward(ctx, grad_values):
-        ids, *queues = ctx.saved_tensors
+        queues = ctx.saved_tensors
         flat = [q.reshape(-1, q.shape[-1]) for q in queues]
-        grad = grad_values.new_zeros(ids.shape[0], flat[0].shape[1])
-        for block in ctx.blocks:
-            column, n = _columns(ids, block, ctx.offsets)
-            kept = column >= 0
-            if not bool(kept.any()):
+        grad = grad_values.new_zeros(grad_values.shape[0], flat[0].shape[1])
+        coefficients = grad_values.flatten()
+        for block, (index, row, column) in zip(ctx.blocks, ctx.place):
+            if not index.numel():
                 continue
-            coef = grad_values.new_zeros(ids.shape[0], n)
-            coef.scatter_add_(1, column.clamp_(min=0), grad_values * kept)
-            grad.addmm_(coef, _entries(flat, block, grad))
-        return (grad, None, None, None, None) + (None,) * len(queues)
+            entries = _entries(flat, block, grad)
+            coef = grad_values.new_zeros(grad_values.shape[0], entries.shape[0])
+            coef.index_put_((row, column), coefficients[index], accumulate=True)
+            grad.addmm_(coef, entries)
+        return (grad, None, None, None) + (None,) * len(queues)
 
 
 def sampled_memory_contrast(anchors: Tensor, anchor_labels: Tensor, queues: Sequence[Tensor],
@@ -353,8 +380,11 @@ def sampled_memory_contrast(anchors: Tensor, anchor_labels: Tensor, queues: Sequ
     has_positive = valid_p.any(1)
     if not bool(has_positive.any()):
         return None
-    sims = _KeptSimilarity.apply(scaled, torch.cat([s_p, s_n], 1), torch.cat([id_p, id_n], 1), blocks,
-                                 offsets, *detached)
+    ids = torch.cat([id_p, id_n], 1)
+    place = _place(ids, blocks, offsets)
+    values = (_gather(scaled.detach(), place, flat, blocks, ids.shape) if s_p is None
+              else torch.cat([s_p, s_n], 1))
+    sims = _KeptSimilarity.apply(scaled, values, place, blocks, *detached)
     s_p, s_n = sims[:, :positives], sims[:, positives:]
     has_negative = valid_n.any(1)
     negative = torch.where(valid_n & has_negative[:, None], s_n, torch.zeros_like(s_n))
