@@ -44,22 +44,23 @@ top-x fraction plus the entries tied with its boundary within one bin (2 / 4096 
 cosine); documented, and tested against exact top-x where no such tie exists.
 
 Cost and memory. ``random``: the set sizes come from the counts, the drawn ranks are
-mapped to bank indices (``searchsorted`` in per-class tables of segment lengths), and one
-pass over the bank in blocks (the blocks of :mod:`contraseg.losses.memory_contrast`)
-computes each block's A x n similarities and picks out the drawn ones. ``hardest``: one
-pass keeping per anchor the best ``K`` (similarity, index) by ``topk`` of the kept and the
-block's best. ``semi_hard``: the histogram pass gives each anchor's boundary bins and the
-sizes of its top-x sets; ranks are drawn in them; a second pass marks each block's
-members with the histogram's own expression, counts them along the block (``cumsum``,
-carried from block to block) and finds the drawn ranks by ``searchsorted``. Then the
-loss on the A x (K+ + K-) kept similarities. The selection is not differentiated (as a
-sampler); the gradient flows through the kept ``s_ac`` only,
+mapped to bank indices (``searchsorted`` in per-class tables of segment lengths), the
+kept pairs are placed in the blocks once (block and column of each), and one pass over
+the bank in blocks (the blocks of :mod:`contraseg.losses.memory_contrast`) computes each
+block's A x n similarities and picks out the placed ones. ``hardest``: one pass keeping
+per anchor the best ``K`` (similarity, index) by ``topk`` of the kept and the block's
+best. ``semi_hard``: the histogram pass gives each anchor's boundary bins and the sizes
+of its top-x sets; ranks are drawn in them; a second pass marks each block's members
+with the histogram's own expression, lists them (``nonzero``, row by row), counts them
+per anchor (carried from block to block) and picks the drawn ranks out of the list. Then
+the loss on the A x (K+ + K-) kept similarities. The selection is not differentiated (as
+a sampler); the gradient flows through the kept ``s_ac`` only,
 ``d loss / d x_a = sum_c (d loss / d s_ac) c / t``, computed by one more pass (the kept
-coefficients scattered into each block's A x n, times its entries). In all two
-(``semi_hard``: three) A x D x M matmuls against the dense loss's three, plus element-wise
-work over the A x n similarities of a block in the ``hardest`` and ``semi_hard`` passes.
-Memory: O(A (K + block + bins)), whatever the bank size. The bank is read, never
-differentiated.
+coefficients put into each block's A x n, times its entries). In all two (``semi_hard``:
+three) A x D x M matmuls against the dense loss's three, plus element-wise work over the
+A x n similarities of a block in the ``hardest`` and ``semi_hard`` passes and over the
+A x K kept pairs. Memory: O(A (K + block + bins)), whatever the bank size (``semi_hard``'s
+member list holds up to ``x`` of a block's pairs). The bank is read, never differentiated.
 """
 
 from __future__ import annotations
