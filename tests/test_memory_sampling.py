@@ -8,7 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from contraseg.losses.memory_sampling import cosine_bins, pair_priorities, sampled_memory_contrast
+from contraseg.losses import memory_draws
+from contraseg.losses.memory_draws import draw_ranks, sample_ranks
+from contraseg.losses.memory_sampling import cosine_bins, sampled_memory_contrast
 
 T, TB = 0.1, 0.07
 
@@ -36,30 +38,34 @@ def flat_entries(queues, counts):
 
 
 def reference(anchors, labels, queues, counts, sampling, kp, kn, seed, fraction=0.1):
-    """The definitions, anchor by anchor (sorting every anchor's similarities)."""
-    feats, bank_labels, ids = flat_entries(queues, counts)
-    losses = []
+    """The definitions, anchor by anchor (sorting every anchor's similarities); the random
+    draws are the ranks of :func:`sample_ranks` into each anchor's sets in id order."""
+    feats, bank_labels, _ = flat_entries(queues, counts)
+    sets = []
     for a in range(anchors.shape[0]):
         s = feats @ anchors[a] / T
-        pos, neg = bank_labels == labels[a], bank_labels != labels[a]
-        u = pair_priorities(seed, torch.tensor([a]), ids)[0]
 
-        def pick(mask, k, hard_low):
-            idx = torch.nonzero(mask).flatten()
+        def hard_set(mask, hard_low):
+            idx = torch.nonzero(mask).flatten()  # id order
             if sampling == "hardest":
-                order = torch.argsort(s[idx].detach(), descending=not hard_low)
-                return idx[order[:k]]
-            if sampling == "semi_hard":
+                return idx[torch.argsort(s[idx].detach(), descending=not hard_low)]  # hardest first
+            if sampling == "semi_hard" and len(idx):
                 top = math.ceil(len(idx) * fraction)
                 bins = cosine_bins(s[idx].detach(), T)
-                order = torch.argsort(bins, descending=not hard_low, stable=True)
-                if top == 0:
-                    return idx
-                edge = bins[order[top - 1]]
+                edge = torch.sort(bins, descending=not hard_low).values[top - 1]
                 idx = idx[bins <= edge] if hard_low else idx[bins >= edge]
-            return idx[torch.argsort(u[idx])[:k]]
+            return idx
 
-        p, n = pick(pos, kp, True), pick(neg, kn, False)
+        sets.append((s, hard_set(bank_labels == labels[a], True), hard_set(bank_labels != labels[a], False)))
+    if sampling != "hardest":
+        rank_p, rank_n = sample_ranks(seed, torch.tensor([len(p) for _, p, _ in sets]),
+                                      torch.tensor([len(n) for _, _, n in sets]), kp, kn)
+    losses = []
+    for a, (s, p, n) in enumerate(sets):
+        if sampling == "hardest":
+            p, n = p[:kp], n[:kn]
+        else:
+            p, n = p[rank_p[a][rank_p[a] >= 0]], n[rank_n[a][rank_n[a] >= 0]]
         if len(p) == 0:
             continue
         lse = torch.logsumexp(s[n], 0) if len(n) else torch.tensor(-math.inf, dtype=s.dtype)
@@ -183,15 +189,37 @@ def test_bad_arguments_name_themselves():
         sampled_memory_contrast(x, labels, queues, counts, T, TB, "semi_hard", 2, 2, seed=0, semi_hard_fraction=0)
 
 
-def test_priorities_look_independent_and_uniform():
-    """The random draws: uniform on [0, 1), and two anchors' K smallest overlap as chance does."""
-    u = pair_priorities(7, torch.arange(64), torch.arange(20000))
-    assert float(u.min()) >= 0 and float(u.max()) < 1
-    assert abs(float(u.mean()) - 0.5) < 0.005
-    picked = torch.zeros_like(u, dtype=torch.bool).scatter_(1, u.topk(2000, dim=1, largest=False).indices, True)
-    overlap = (picked[:, None, :] & picked[None, :, :]).sum(-1).double()  # 64 x 64
-    off = overlap[~torch.eye(64, dtype=torch.bool)]
-    assert abs(float(off.mean()) - 2000 * 0.1) < 10  # chance: K * K / n = 200
-    assert float(off.max()) < 260
-    assert not torch.equal(pair_priorities(8, torch.arange(3), torch.arange(50)),
-                           pair_priorities(7, torch.arange(3), torch.arange(50)))
+def _chi_square(picked, n):
+    """Counts of every value of [0, n) in ``picked`` against uniform inclusion: sum of
+    (count - mean)^2 / variance (about n - 1 for uniform draws)."""
+    counts = torch.bincount(picked[picked >= 0].flatten(), minlength=n).double()
+    rows, share = picked.shape[0], counts.mean() / picked.shape[0]
+    return float(((counts - counts.mean()) ** 2).sum() / (rows * share * (1 - share)))
+
+
+@pytest.mark.parametrize("n", [50, 1000])  # k = 20: n <= 4k takes the smallest keys, n > 4k rejects repeats
+def test_drawn_ranks_are_distinct_uniform_and_seeded(n):
+    k, rows = 20, 3000
+    ranks = draw_ranks(torch.full((rows,), n), k, torch.Generator().manual_seed(0))
+    assert ranks.shape == (rows, k) and int(ranks.min()) >= 0 and int(ranks.max()) < n
+    assert all(len(set(row)) == k for row in ranks.tolist())
+    df = n - 1  # chi-square of about n - 1 degrees of freedom: mean df, sd sqrt(2 df)
+    assert abs(_chi_square(ranks, n) - df) < 5 * math.sqrt(2 * df)
+    assert bool((ranks[:, 1:] > ranks[:, :-1]).all())  # each row ascending
+    overlap = (torch.zeros(rows, n).scatter_(1, ranks, 1.0)[:-1] * torch.zeros(rows, n).scatter_(1, ranks, 1.0)[1:])
+    assert abs(float(overlap.sum(1).mean()) - k * k / n) < 0.1 * k * k / n + 0.1  # rows independent
+    a, b = sample_ranks(3, torch.full((5,), n), torch.full((5,), n), k, k)
+    assert torch.equal(a, sample_ranks(3, torch.full((5,), n), torch.full((5,), n), k, k)[0])
+    assert not torch.equal(a, b) and not torch.equal(a, sample_ranks(4, torch.full((5,), n), torch.full((5,), n), k, k)[0])
+
+
+def test_drawn_ranks_of_small_sets_and_short_rows(monkeypatch):
+    """n < k: every rank, then -1; n = 0: all -1. With no margin most rows end short of k
+    distinct after the first draws and draw more: still k distinct ranks in range."""
+    ranks = draw_ranks(torch.tensor([3, 0, 7, 500]), 7, torch.Generator().manual_seed(1))
+    assert ranks[0, :3].tolist() == [0, 1, 2] and ranks[0, 3:].eq(-1).all() and ranks[1].eq(-1).all()
+    assert ranks[2].tolist() == list(range(7)) and len(set(ranks[3].tolist())) == 7
+    monkeypatch.setattr(memory_draws, "_MARGIN", -4)  # k + k // 4 - 4 = k - 1 draws: always short at first
+    ranks = draw_ranks(torch.full((200,), 100), 20, torch.Generator().manual_seed(2))
+    assert int(ranks.min()) >= 0 and int(ranks.max()) < 100
+    assert bool((ranks[:, 1:] > ranks[:, :-1]).all())  # distinct, ascending

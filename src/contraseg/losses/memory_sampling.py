@@ -26,15 +26,15 @@ are recalled from the paper's hard-example-sampling section; its text could not 
 retrieved when this was written, so they are CHOSEN values, not checked against the paper
 and not released ones (the release has no implementation). Change them by config.
 
-Random draws. "Uniformly without replacement" is "the K smallest of i.i.d. uniform
-priorities": every (anchor, entry) pair has the priority :func:`pair_priorities`
-``u(seed, a, j)``, a counter-based hash of the seed, the anchor's index ``a`` (in the
-caller's order) and the entry's global bank index ``j`` (queue offset + class * S + slot).
-The draws are thus the same whatever the block size or device, and a test can reproduce
-them per anchor. Priorities are float32 on a 2^-24 grid: two equal ones (rare) are ordered
-arbitrarily. :class:`~contraseg.losses.PixelContrastLoss` draws the seed from its
-generator each call and mixes in the process rank (under DDP each rank has its own
-anchors and draws; the bank is the gathered one, the same on every rank).
+Random draws. The members of a set (``P(a)``, ``N(a)``, ``P_x(a)``, ``N_x(a)``) are
+numbered by rank in the order of their global bank index (queue offset + class * S +
+slot), and each anchor draws ``K`` distinct ranks uniformly from ``[0, |set|)``
+(:func:`contraseg.losses.memory_draws.sample_ranks`: on the CPU, from a generator seeded
+with the seed; the anchors in the caller's order). The draws are thus a function of the
+seed and the set sizes only, the same whatever the block size or device, and a test can
+reproduce them per anchor. :class:`~contraseg.losses.PixelContrastLoss` draws the seed
+from its generator each call and mixes in the process rank (under DDP each rank has its
+own anchors and draws; the bank is the gathered one, the same on every rank).
 
 Top-x without an A x M matrix. The x-quantile of every anchor's similarities is found
 from a per-anchor histogram of ``_BINS`` bins of the cosine ``t * s`` over [-1, 1]
@@ -43,14 +43,24 @@ bin holding the ``ceil(x n)``-th hardest. A deliberate difference: it holds the 
 top-x fraction plus the entries tied with its boundary within one bin (2 / 4096 in
 cosine); documented, and tested against exact top-x where no such tie exists.
 
-Cost and memory: one pass over the bank in blocks (semi-hard: two) with the A x n
-similarities of a block (the blocks of :mod:`contraseg.losses.memory_contrast`), keeping
-per anchor the best ``K`` (priority, similarity, index) by ``topk`` of the kept and the
-block's best; then the loss on the A x (K+ + K-) kept similarities. The selection is not
-differentiated (as a sampler); the gradient flows through the kept ``s_ac`` only,
+Cost and memory. ``random``: the set sizes come from the counts, the drawn ranks are
+mapped to bank indices (``searchsorted`` in per-class tables of segment lengths), the
+kept pairs are placed in the blocks once (block and column of each), and one pass over
+the bank in blocks (the blocks of :mod:`contraseg.losses.memory_contrast`) computes each
+block's A x n similarities and picks out the placed ones. ``hardest``: one pass keeping
+per anchor the best ``K`` (similarity, index) by ``topk`` of the kept and the block's
+best. ``semi_hard``: the histogram pass gives each anchor's boundary bins and the sizes
+of its top-x sets; ranks are drawn in them; a second pass marks each block's members
+with the histogram's own expression, lists them (``nonzero``, row by row), counts them
+per anchor (carried from block to block) and picks the drawn ranks out of the list. Then
+the loss on the A x (K+ + K-) kept similarities. The selection is not differentiated (as
+a sampler); the gradient flows through the kept ``s_ac`` only,
 ``d loss / d x_a = sum_c (d loss / d s_ac) c / t``, computed by one more pass (the kept
-coefficients scattered into each block's A x n, times its entries). Memory:
-O(A (K + block + bins)), whatever the bank size. The bank is read, never differentiated.
+coefficients put into each block's A x n, times its entries). In all two (``semi_hard``:
+three) A x D x M matmuls against the dense loss's three, plus element-wise work over the
+A x n similarities of a block in the ``hardest`` and ``semi_hard`` passes and over the
+A x K kept pairs. Memory: O(A (K + block + bins)), whatever the bank size (``semi_hard``'s
+member list holds up to ``x`` of a block's pairs). The bank is read, never differentiated.
 """
 
 from __future__ import annotations
@@ -63,46 +73,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .memory_contrast import _entries, _plan, default_block_size
+from .memory_draws import rank_ids, sample_ranks
 
 SAMPLINGS = ("all", "random", "hardest", "semi_hard")
 _BINS = 4096
-_GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)
-_MIX1 = 0xBF58476D1CE4E5B9 - (1 << 64)
-_MIX2 = 0x94D049BB133111EB - (1 << 64)
-_MIX32 = 0x2C1B3C6D  # an odd 32-bit multiplier (as a positive int32)
 
 
-def _shr(x: Tensor, bits: int) -> Tensor:
-    """Logical right shift of int64 (torch's >> is arithmetic)."""
-    return (x >> bits) & ((1 << (64 - bits)) - 1)
-
-
-def _mix(x: Tensor) -> Tensor:
-    """splitmix64's finaliser on int64 (wrapping arithmetic)."""
-    x = x ^ _shr(x, 30)
-    x = x * _MIX1
-    x = x ^ _shr(x, 27)
-    x = x * _MIX2
-    return x ^ _shr(x, 31)
-
-
-def pair_priorities(seed: int, anchor_ids: Tensor, entry_ids: Tensor) -> Tensor:
-    """i.i.d.-looking uniform priorities in [0, 1) on a 2^-24 grid, float32 (exact),
-    ``len(anchor_ids) x len(entry_ids)``: a hash of (seed, anchor index, global entry index);
-    the same on every device. (Equal priorities, rare, are ordered arbitrarily.) The anchor
-    and entry indices are hashed to 32 bits each (splitmix64); the pair's hash is one
-    multiply-xorshift of their xor, in int32 (the A x n part is the costly one)."""
-    seed_t = torch.tensor(int(seed) & ((1 << 63) - 1), dtype=torch.long, device=anchor_ids.device)
-    a = (_mix(anchor_ids.long() * _GOLDEN + _mix(seed_t)) >> 32).to(torch.int32)
-    e = (_mix(entry_ids.long().to(anchor_ids.device) * _MIX2 + 1) >> 32).to(torch.int32)
-    x = (a[:, None] ^ e[None, :]).mul_(_MIX32)
-    x ^= (x >> 15) & 0x1FFFF
-    return ((x >> 8) & 0xFFFFFF).float().mul_(2.0 ** -24)
-
-
-def bin_position(scaled_similarity: Tensor, temperature: float) -> Tensor:
-    """``(t s + 1) * _BINS / 2``: where the cosine ``t s`` in [-1, 1] falls on [0, _BINS]."""
-    return scaled_similarity * (temperature * _BINS / 2) + _BINS / 2
+def bin_position(scaled_similarity: Tensor, temperature: float, inplace: bool = False) -> Tensor:
+    """``(t s + 1) * _BINS / 2``: where the cosine ``t s`` in [-1, 1] falls on [0, _BINS]
+    (``s * (t _BINS / 2)`` then ``+ _BINS / 2``; ``inplace``: overwriting ``s``)."""
+    scale = temperature * _BINS / 2
+    position = scaled_similarity.mul_(scale) if inplace else scaled_similarity * scale
+    return position.add_(_BINS / 2)
 
 
 def cosine_bins(scaled_similarity: Tensor, temperature: float) -> Tensor:
@@ -112,40 +94,127 @@ def cosine_bins(scaled_similarity: Tensor, temperature: float) -> Tensor:
 
 
 def _block_ids(block, offsets: Sequence[int], device: torch.device) -> Tensor:
+    """The global bank indices of a block's entries (n int32)."""
     parts = [torch.arange(lo, hi) for lo, hi in block.rows]
     return (torch.cat(parts) + offsets[block.source]).to(device=device, dtype=torch.int32)
 
 
-def _merge(kept: tuple, key: Tensor, sim: Tensor | None, ids: Tensor) -> tuple:
-    """Keep the K smallest keys of the kept K and the block's n (A x K each: key, s, id;
-    s is None when it is the key itself, as for ``hardest``)."""
-    kept_key, kept_s, kept_id = kept
+def _place(ids: Tensor, blocks, offsets: Sequence[int]) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """Where the kept (anchor, id) pairs lie in the blocks.
+
+    Args:
+        ids: A x k global bank indices (long, -1: empty slot), distinct within a row.
+
+    Returns:
+        Per block, three m long tensors: the pairs' flat index into ``ids`` (A * k), their
+        row (anchor) and their column in the block's A x n similarities (m = 0 for a block
+        holding none). The blocks' row ranges are ascending global ids (a queue after the
+        other, class by class), so one ``searchsorted`` on their first ids places every
+        pair, and one sort groups them by block.
+    """
+    firsts, columns, owners = [], [], []
+    for number, block in enumerate(blocks):
+        start = 0
+        for lo, hi in block.rows:
+            firsts.append(offsets[block.source] + lo)
+            columns.append(start)
+            owners.append(number)
+            start += hi - lo
+    firsts_t, columns_t, owners_t = (torch.tensor(v, device=ids.device) for v in (firsts, columns, owners))
+    flat = ids.flatten()
+    index = torch.nonzero(flat >= 0).flatten()
+    kept = flat[index]
+    at = torch.searchsorted(firsts_t, kept, right=True) - 1
+    column, owner = kept - firsts_t[at] + columns_t[at], owners_t[at]
+    order = torch.argsort(owner)
+    sizes = torch.bincount(owner, minlength=len(blocks)).tolist()
+    return [(i, torch.div(i, ids.shape[1], rounding_mode="floor"), c)
+            for i, c in zip(index[order].split(sizes), column[order].split(sizes))]
+
+
+def _in_caller_order(values: Tensor, order: Tensor) -> Tensor:
+    """Per-anchor values of the class-sorted rows (A) back in the caller's order, on the CPU."""
+    out = torch.empty_like(values)
+    out[order] = values
+    return out.cpu()
+
+
+def _merge(kept_key: Tensor, kept_id: Tensor, key: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
+    """Keep the K smallest keys (and their ids) of the kept A x K and the block's A x n."""
     k = kept_key.shape[1]
     if key.shape[1] > k:  # the block's own best k first: no copy of the A x n keys
         key, at = torch.topk(key, k, dim=1, largest=False, sorted=False)
-        sim, ids = None if sim is None else sim.gather(1, at), ids[at]
+        ids = ids[at]
     else:
         ids = ids[None, :].expand(key.shape[0], -1)
-    keys = torch.cat([kept_key, key], dim=1)
+    keys, all_ids = torch.cat([kept_key, key], dim=1), torch.cat([kept_id, ids], dim=1)
     top = torch.topk(keys, k, dim=1, largest=False, sorted=False).indices
-    return (keys.gather(1, top), None if sim is None else torch.cat([kept_s, sim], 1).gather(1, top),
-            torch.cat([kept_id, ids], 1).gather(1, top))
+    return keys.gather(1, top), all_ids.gather(1, top)
 
 
-def _empty(rows: int, k: int, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    return (torch.full((rows, k), math.inf, dtype=like.dtype, device=like.device),
-            like.new_zeros(rows, k), torch.full((rows, k), -1, dtype=torch.int32, device=like.device))
+def _hardest(scaled, labels, starts, flat, blocks, offsets, positives, negatives):
+    """Per anchor the K+ lowest positives and K- highest negatives: running ``topk`` over the
+    blocks with the similarity as key (s for positives, -s for negatives)."""
+    num = scaled.shape[0]
+
+    def empty(k):
+        return (torch.full((num, k), math.inf, dtype=scaled.dtype, device=scaled.device),
+                torch.full((num, k), -1, dtype=torch.int32, device=scaled.device))
+
+    (key_p, id_p), (key_n, id_n) = empty(positives), empty(negatives)
+    for block in blocks:
+        lo, hi = starts[block.first_class], starts[block.last_class + 1]
+        ids = _block_ids(block, offsets, scaled.device)
+        sim = scaled @ _entries(flat, block, scaled).T  # A x n
+        key = -sim
+        if hi > lo:
+            same = labels[lo:hi, None] == block.labels(sim.device)[None, :]
+            key_p[lo:hi], id_p[lo:hi] = _merge(key_p[lo:hi], id_p[lo:hi], sim[lo:hi].masked_fill(~same, math.inf), ids)
+            key[lo:hi].masked_fill_(same, math.inf)
+        key_n, id_n = _merge(key_n, id_n, key, ids)
+    out = []
+    for key, ids, sign in ((key_p, id_p, 1.0), (key_n, id_n, -1.0)):
+        empty_slot = torch.isinf(key)
+        out.append(((sign * key).masked_fill(empty_slot, 0.0), ids.masked_fill(empty_slot, -1).long()))
+    return out[0], out[1]
+
+
+def _gather(scaled: Tensor, place, flat, blocks, shape: tuple[int, int]) -> Tensor:
+    """``scaled_a . bank[id]`` for the A x k (anchor, id) pairs placed by :func:`_place` (0 in
+    empty slots): one pass, each block's A x n similarities, the placed ones picked out."""
+    values = scaled.new_zeros(shape[0] * shape[1])
+    for block, (index, row, column) in zip(blocks, place):
+        if index.numel():
+            values[index] = (scaled @ _entries(flat, block, scaled).T)[row, column]
+    return values.view(shape)
+
+
+def _random(scaled, labels, order, flat, blocks, offsets, count_table, positives, negatives, seed):
+    """K+ of P(a) and K- of N(a) uniformly: drawn ranks (caller's anchor order), mapped to
+    bank indices (their similarities are gathered later, by :func:`_gather`)."""
+    sorted_labels, rows = labels.cpu(), order.cpu()
+    size_p = count_table.sum(0)[sorted_labels]
+    size_n = count_table.sum() - size_p
+    rank_p, rank_n = sample_ranks(seed, _in_caller_order(size_p, rows), _in_caller_order(size_n, rows),
+                                  positives, negatives)
+    sizes = [q.shape[0] // count_table.shape[1] for q in flat]
+    id_p = rank_ids(rank_p[rows], sorted_labels, count_table, sizes, True).to(scaled.device)
+    id_n = rank_ids(rank_n[rows], sorted_labels, count_table, sizes, False).to(scaled.device)
+    return (None, id_p), (None, id_n)
 
 
 def _boundary_bins(flat, blocks, starts, scaled, labels, temperature, fraction):
-    """Per anchor, the bin of its ceil(x |N(a)|)-th highest negative and ceil(x |P(a)|)-th
-    lowest positive (A long each): one pass over the bank, histograms of A x (_BINS + 1)."""
+    """Per anchor (A long each): the bin of its ceil(x |N(a)|)-th highest negative and of its
+    ceil(x |P(a)|)-th lowest positive, and the sizes of the kept sets N_x(a) (the negatives
+    in bins >= the first) and P_x(a) (the positives in bins <= the second). One pass over
+    the bank, histograms of A x (_BINS + 1)."""
     num = scaled.shape[0]
     neg = torch.zeros(num, _BINS + 1, dtype=torch.long, device=scaled.device)
     pos = torch.zeros_like(neg)
     for block in blocks:
         lo, hi = starts[block.first_class], starts[block.last_class + 1]
-        bins = cosine_bins(scaled @ _entries(flat, block, scaled).T, temperature)
+        bins = bin_position(scaled @ _entries(flat, block, scaled).T, temperature, inplace=True)
+        bins = bins.clamp_(0, _BINS - 1).long()  # cosine_bins, in place
         one = neg.new_ones(1, 1).expand_as(bins)
         if hi > lo:
             same = labels[lo:hi, None] == block.labels(bins.device)[None, :]
@@ -155,88 +224,105 @@ def _boundary_bins(flat, blocks, starts, scaled, labels, temperature, fraction):
     neg, pos = neg[:, :_BINS], pos[:, :_BINS]
     need_n = torch.ceil(neg.sum(1).double() * fraction).long()
     need_p = torch.ceil(pos.sum(1).double() * fraction).long()
-    from_top = neg.flip(1).cumsum(1).flip(1)  # entries in bins >= b
-    return (from_top >= need_n[:, None]).sum(1) - 1, (pos.cumsum(1) < need_p[:, None]).sum(1)
+    from_top, below = neg.flip(1).cumsum(1).flip(1), pos.cumsum(1)  # entries in bins >= b, <= b
+    bound_n = (from_top >= need_n[:, None]).sum(1) - 1
+    bound_p = (below < need_p[:, None]).sum(1)
+    return bound_n, bound_p, from_top.gather(1, bound_n[:, None])[:, 0], below.gather(1, bound_p[:, None])[:, 0]
 
 
-@torch.no_grad()
-def select_examples(scaled, labels, anchor_ids, starts, flat, blocks, offsets, sampling, positives, negatives,
-                    seed, temperature, fraction):
-    """Per anchor (sorted by class), the kept positives and negatives: ``(s, id)`` pairs,
-    A x K+ and A x K- each, ``id = -1`` for an empty slot."""
-    num = scaled.shape[0]
-    bound_n = bound_p = None
-    if sampling == "semi_hard":
-        bound_n, bound_p = _boundary_bins(flat, blocks, starts, scaled, labels, temperature, fraction)
-    kept_p, kept_n = _empty(num, positives, scaled), _empty(num, negatives, scaled)
-    carry = sampling != "hardest"  # hardest: the key is the similarity (s for positives, -s for negatives)
+def _take(member: Tensor, sim: Tensor, ids: Tensor, ranks: Tensor, seen: Tensor, values: Tensor,
+          kept: Tensor) -> None:
+    """In place, for rows x n members of the kept sets in one block (``member``, bool) and
+    rows x k drawn ranks into the sets in id order (-1: empty slot): the slots whose rank
+    falls in this block get its similarity (``values``) and bank index (``kept``); ``seen``
+    (rows) counts the members of the blocks walked so far. ``nonzero`` lists the members
+    row by row in column order, so a row's r-th member of the block is at its row's start
+    + r in that list."""
+    where = torch.nonzero(member)  # m x 2
+    count = torch.bincount(where[:, 0], minlength=member.shape[0])
+    if where.shape[0]:
+        local = ranks - seen[:, None]
+        found = (local >= 0) & (local < count[:, None])
+        column = where[:, 1][(local + (count.cumsum(0) - count)[:, None]).clamp_(0, where.shape[0] - 1)]
+        values.copy_(torch.where(found, sim.gather(1, column), values))
+        kept.copy_(torch.where(found, ids.long()[column], kept))
+    seen += count
+
+
+def _semi_hard(scaled, labels, order, starts, flat, blocks, offsets, positives, negatives, seed, temperature,
+               fraction):
+    """K+ of P_x(a) and K- of N_x(a) uniformly: the histogram pass gives each anchor's
+    boundary bins and set sizes, ranks are drawn, and a second pass finds the drawn members."""
+    bound_n, bound_p, size_n, size_p = _boundary_bins(flat, blocks, starts, scaled, labels, temperature, fraction)
+    rows = order.cpu()
+    rank_p, rank_n = sample_ranks(seed, _in_caller_order(size_p, order), _in_caller_order(size_n, order),
+                                  positives, negatives)
+    rank_p, rank_n = rank_p[rows].to(scaled.device), rank_n[rows].to(scaled.device)
+    values_p, values_n = scaled.new_zeros(rank_p.shape), scaled.new_zeros(rank_n.shape)
+    id_p, id_n = torch.full_like(rank_p, -1), torch.full_like(rank_n, -1)
+    seen_p, seen_n = torch.zeros_like(size_p), torch.zeros_like(size_n)
+    low = torch.where(bound_n > 0, bound_n.to(scaled.dtype), -math.inf)
+    high = torch.where(bound_p < _BINS - 1, bound_p.to(scaled.dtype) + 1, math.inf)
     for block in blocks:
         lo, hi = starts[block.first_class], starts[block.last_class + 1]
         ids = _block_ids(block, offsets, scaled.device)
         sim = scaled @ _entries(flat, block, scaled).T  # A x n
-        if sampling == "hardest":
-            key = -sim  # a new tensor: sim is kept
-        else:
-            key = pair_priorities(seed, anchor_ids, ids).to(sim.dtype)
-            if sampling == "semi_hard":
-                # with the position clamped to [0, _BINS - 1] (floor of it = the bin): bin < b <=> position < b
-                position = bin_position(sim, temperature).clamp_(0, _BINS - 1)
-                key.masked_fill_(position < bound_n[:, None], math.inf)
-        same = None
+        # The histogram's bin is floor(clamp(position, 0, _BINS - 1)), with position the same
+        # expression of the same sim; for 0 < b <= _BINS - 1, bin >= b <=> position >= b,
+        # and for 0 <= b < _BINS - 1, bin <= b <=> position < b + 1 (edges: every bin).
+        position = bin_position(sim, temperature)
+        member = position >= low[:, None]
         if hi > lo:
             same = labels[lo:hi, None] == block.labels(sim.device)[None, :]
-            key_p = (sim[lo:hi].clone() if sampling == "hardest"
-                     else pair_priorities(seed, anchor_ids[lo:hi], ids).to(sim.dtype))
-            if sampling == "semi_hard":
-                key_p.masked_fill_(position[lo:hi] >= bound_p[lo:hi, None] + 1, math.inf)  # bin > b
-            key_p.masked_fill_(~same, math.inf)
-            part = _merge(tuple(t[lo:hi] for t in kept_p), key_p, sim[lo:hi] if carry else None, ids)
-            for whole, new in zip(kept_p, part):
-                if new is not None:
-                    whole[lo:hi] = new
-            key[lo:hi].masked_fill_(same, math.inf)
-        kept_n = _merge(kept_n, key, sim if carry else None, ids)
-    if not carry:
-        kept_p, kept_n = (kept_p[0], kept_p[0], kept_p[2]), (kept_n[0], -kept_n[0], kept_n[2])
-    out = []
-    for key, sim, ids in (kept_p, kept_n):
-        empty = torch.isinf(key)
-        out.append((sim.masked_fill(empty, 0.0), ids.masked_fill(empty, -1).long()))
-    return out[0], out[1]
+            member[lo:hi] &= ~same
+            member_p = same & (position[lo:hi] < high[lo:hi, None])
+            _take(member_p, sim[lo:hi], ids, rank_p[lo:hi], seen_p[lo:hi], values_p[lo:hi], id_p[lo:hi])
+        _take(member, sim, ids, rank_n, seen_n, values_n, id_n)
+    return (values_p, id_p), (values_n, id_n)
+
+
+@torch.no_grad()
+def select_examples(scaled, labels, order, starts, flat, blocks, offsets, count_table, sampling, positives,
+                    negatives, seed, temperature, fraction):
+    """Per anchor (sorted by class; ``order`` A: the caller's index of each row), the kept
+    positives and negatives: ``(s, id)`` pairs, A x K+ and A x K- each, ``id = -1`` (and
+    ``s = 0``) for an empty slot; ``s`` is None for ``random`` (the ids are drawn without
+    the similarities: :func:`_gather`). ``count_table``: Q x K filled slots (CPU long)."""
+    if sampling == "hardest":
+        return _hardest(scaled, labels, starts, flat, blocks, offsets, positives, negatives)
+    if sampling == "random":
+        return _random(scaled, labels, order, flat, blocks, offsets, count_table, positives, negatives, seed)
+    return _semi_hard(scaled, labels, order, starts, flat, blocks, offsets, positives, negatives, seed,
+                      temperature, fraction)
 
 
 class _KeptSimilarity(torch.autograd.Function):
-    """``s = scaled_a . bank[id]`` for the kept (anchor, id) pairs: forward returns the values
-    the selection pass computed; backward walks the blocks once more, scattering each
-    block's kept coefficients into an A x n matrix and multiplying it by the block's
-    entries (one A x D x M matmul in all, nothing of size M kept)."""
+    """``s = scaled_a . bank[id]`` for the kept (anchor, id) pairs (A x k): forward returns the
+    values the selection computed; backward walks the blocks once more, putting each
+    block's kept coefficients (placed by :func:`_place`) into an A x n matrix and
+    multiplying it by the block's entries (one A x D x M matmul in all, nothing of size M
+    kept)."""
 
     @staticmethod
-    def forward(ctx, scaled, values, ids, blocks, offsets, *queues):
-        ctx.save_for_backward(ids, *queues)
-        ctx.blocks, ctx.offsets = blocks, offsets
+    def forward(ctx, scaled, values, place, blocks, *queues):
+        ctx.save_for_backward(*queues)  # an enqueue before backward is reported by autograd
+        ctx.place, ctx.blocks = place, blocks
         return values.clone()
 
     @staticmethod
     def backward(ctx, grad_values):
-        ids, *queues = ctx.saved_tensors
+        queues = ctx.saved_tensors
         flat = [q.reshape(-1, q.shape[-1]) for q in queues]
-        grad = grad_values.new_zeros(ids.shape[0], flat[0].shape[1])
-        for block in ctx.blocks:
-            column = torch.full_like(ids, -1)
-            start = 0
-            for lo, hi in block.rows:
-                first = ctx.offsets[block.source] + lo
-                inside = (ids >= first) & (ids < first + hi - lo)
-                column = torch.where(inside, ids - first + start, column)
-                start += hi - lo
-            kept = column >= 0
-            if not bool(kept.any()):
+        grad = grad_values.new_zeros(grad_values.shape[0], flat[0].shape[1])
+        coefficients = grad_values.flatten()
+        for block, (index, row, column) in zip(ctx.blocks, ctx.place):
+            if not index.numel():
                 continue
-            coef = grad_values.new_zeros(ids.shape[0], start)
-            coef.scatter_add_(1, column.clamp_(min=0), grad_values * kept)
-            grad.addmm_(coef, _entries(flat, block, grad))
-        return (grad, None, None, None, None) + (None,) * len(queues)
+            entries = _entries(flat, block, grad)
+            coef = grad_values.new_zeros(grad_values.shape[0], entries.shape[0])
+            coef.index_put_((row, column), coefficients[index], accumulate=True)
+            grad.addmm_(coef, entries)
+        return (grad, None, None, None) + (None,) * len(queues)
 
 
 def sampled_memory_contrast(anchors: Tensor, anchor_labels: Tensor, queues: Sequence[Tensor],
@@ -252,7 +338,7 @@ def sampled_memory_contrast(anchors: Tensor, anchor_labels: Tensor, queues: Sequ
         temperature, base_temperature: t and t_base.
         sampling: ``random``, ``hardest`` or ``semi_hard`` (module docstring).
         positives, negatives: K+ and K- per anchor (>= 1).
-        seed: the random draws (:func:`pair_priorities`); unused by ``hardest``.
+        seed: the random draws (:func:`~contraseg.losses.memory_draws.sample_ranks`); unused by ``hardest``.
         semi_hard_fraction: x in (0, 1].
         block_size: bank entries per block (default as the streaming loss).
 
@@ -289,14 +375,17 @@ def sampled_memory_contrast(anchors: Tensor, anchor_labels: Tensor, queues: Sequ
     scaled = anchors[order] / temperature
     sorted_labels = labels[order]
     (s_p, id_p), (s_n, id_n) = select_examples(scaled.detach(), sorted_labels, order, starts, flat, blocks,
-                                               offsets, sampling, positives, negatives, seed, temperature,
-                                               semi_hard_fraction)
+                                               offsets, count_table, sampling, positives, negatives, seed,
+                                               temperature, semi_hard_fraction)
     valid_p, valid_n = id_p >= 0, id_n >= 0
     has_positive = valid_p.any(1)
     if not bool(has_positive.any()):
         return None
-    sims = _KeptSimilarity.apply(scaled, torch.cat([s_p, s_n], 1), torch.cat([id_p, id_n], 1), blocks,
-                                 offsets, *detached)
+    ids = torch.cat([id_p, id_n], 1)
+    place = _place(ids, blocks, offsets)
+    values = (_gather(scaled.detach(), place, flat, blocks, ids.shape) if s_p is None
+              else torch.cat([s_p, s_n], 1))
+    sims = _KeptSimilarity.apply(scaled, values, place, blocks, *detached)
     s_p, s_n = sims[:, :positives], sims[:, positives:]
     has_negative = valid_n.any(1)
     negative = torch.where(valid_n & has_negative[:, None], s_n, torch.zeros_like(s_n))
