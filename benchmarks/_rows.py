@@ -95,9 +95,10 @@ ABLATION = (
     ("ablation_weak_ce_only", "none of the three (source CE + weak-label CE only)",
      ("adapt.wdass.contrast_weight=0", "adapt.wdass.image_weight=0", "adapt.wdass.mix=false")),
 )
-#: Supervised checkpoints evaluated under ProAC's perturbations (issue 19), and the
-#: perturbations: (key, ``contraseg eval --perturb`` spec or None for clean, column title).
-ROBUST_MODELS = ("ce", "proac", "pixel_contrast", "pixel_contrast_delayed", "protoseg")
+#: Supervised checkpoints evaluated under ProAC's perturbations (issue 19): CE, ProAC, pixel
+#: contrast as released (with its hard start) and ProtoSeg; and the perturbations: (key,
+#: ``contraseg eval --perturb`` spec or None for clean, column title).
+ROBUST_MODELS = ("ce", "proac", "pixel_contrast_delayed", "protoseg")
 PERTURBATIONS = (
     ("clean", None, "clean"),
     ("res0.5", "resolution:0.5", "resolution x0.5"),
