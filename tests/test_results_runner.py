@@ -167,7 +167,7 @@ def test_robustness_and_diversity_read_the_kept_checkpoints_of_the_supervised_ru
              if name.startswith("rob_ce_") and "--perturb" in job.argv}
     assert specs == {"resolution:0.5", "resolution:1.5", "illumination:night:0.5", "illumination:gamma:2", "mask:0.25"}
     assert {name.removesuffix("_clean_s0") for name in jobs if name.startswith("rob_") and name.endswith("_clean_s0")} \
-        == {"rob_ce", "rob_proac", "rob_pixel_contrast", "rob_pixel_contrast_delayed", "rob_protoseg"}
+        == {"rob_ce", "rob_proac", "rob_pixel_contrast_delayed", "rob_protoseg"}
     div = jobs["div_protoseg_s1"]
     assert div.after == ["sup_protoseg_s1"] and str(tmp_path / "runs" / "sup_protoseg_s1" / "last.pth") in div.argv
     assert jobs["sup_ce_s0"].outputs and not jobs["sup_pixel_contrast_memory_s0"].outputs  # nothing reads it
@@ -248,3 +248,15 @@ def test_only_keeps_the_matching_jobs_and_everything_they_need(tmp_path):
             "sup_pixel_contrast_memory_s1", "weak_coarse", "st2_fda_s2"} <= issue19
     assert not {name for name in issue19 if name.startswith(("ablation_", "da_oracle", "self_training", "pseudo_s"))}
     assert "wdass_coarse_softmax_s0" not in issue19
+
+
+def test_memory_sampling_rows_are_the_released_memory_row_with_one_strategy_each(tmp_path):
+    jobs = by_name(results_tables.build_jobs(plan_args(tmp_path, source_iters=800, adapt_iters=300)))
+    whole = jobs["sup_pixel_contrast_memory_delayed_s1"].argv
+    for strategy in ("random", "hardest", "semi_hard"):
+        argv = jobs[f"sup_memory_{strategy}_delayed_s1"].argv
+        assert f"regulariser.memory_sampling={strategy}" in argv
+        renamed = [a.replace(f"sup_memory_{strategy}_delayed", "sup_pixel_contrast_memory_delayed") for a in argv]
+        at = renamed.index(f"regulariser.memory_sampling={strategy}")
+        assert renamed[at - 1] == "--set" and renamed[:at - 1] + renamed[at + 1:] == whole  # nothing else differs
+        assert "regulariser.start_iter=100" in argv and "regulariser.weight=1" in argv and "train.seed=1" in argv
