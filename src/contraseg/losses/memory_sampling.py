@@ -21,10 +21,11 @@ A set smaller than asked is taken whole. The loss is Eq. 3 on the kept sets (as
     loss_a = (t / t_base) * mean_{p in P'(a)} softplus(L_a - s_ap)
     loss   = mean of loss_a over the anchors with P'(a) non-empty
 
-Source and status: the definitions above and the defaults (K+ = 1024, K- = 2048, x = 0.1)
-are recalled from the paper's hard-example-sampling section; its text could not be
-retrieved when this was written, so they are CHOSEN values, not checked against the paper
-and not released ones (the release has no implementation). Change them by config.
+Source and status: the paper's text (Sec. 3.3) could not be read here. The definitions
+and x = 0.1 (semi-hard: the hardest 10 % of each set, then K at random) agree with how
+the release's users describe that section (tfzhou/ContrastiveSeg issues 17, 22, 31); the
+counts K+ = 1024 and K- = 2048 are recalled from the paper, not checked against it. None
+of them is released (the release has no implementation). Change them by config.
 
 Random draws. The members of a set (``P(a)``, ``N(a)``, ``P_x(a)``, ``N_x(a)``) are
 numbered by rank in the order of their global bank index (queue offset + class * S +
