@@ -233,3 +233,5 @@ def test_recipe_config_builds_and_trains_two_iterations_on_cpu(experiment, citys
     train = [r for r in records if r["type"] == "train"]
     assert [r["iteration"] for r in train] == [1, 2] and all(math.isfinite(r["loss"]) for r in train)
     assert (run / "last.pth").is_file()
+    for checkpoint in run.glob("*.pth"):  # 0.5-1.5 GB each at the real sizes: not kept once checked
+        checkpoint.unlink()
