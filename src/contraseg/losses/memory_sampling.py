@@ -133,11 +133,14 @@ def _place(ids: Tensor, blocks, offsets: Sequence[int]) -> list[tuple[Tensor, Te
             for i, c in zip(index[order].split(sizes), column[order].split(sizes))]
 
 
-def _in_caller_order(values: Tensor, order: Tensor) -> Tensor:
-    """Per-anchor values of the class-sorted rows (A) back in the caller's order, on the CPU."""
-    out = torch.empty_like(values)
-    out[order] = values
-    return out.cpu()
+def _draw_sorted(seed: int, size_p: Tensor, size_n: Tensor, order: Tensor, positives: int,
+                 negatives: int) -> tuple[Tensor, Tensor]:
+    """:func:`~contraseg.losses.memory_draws.sample_ranks` for the class-sorted rows (row i =
+    the caller's anchor ``order[i]``): sizes A each in, A x K+ and A x K- ranks (CPU) out."""
+    rows = order.cpu()
+    unsorted = [torch.empty_like(size, device="cpu").index_put_((rows,), size.cpu()) for size in (size_p, size_n)]
+    rank_p, rank_n = sample_ranks(seed, *unsorted, positives, negatives)
+    return rank_p[rows], rank_n[rows]
 
 
 def _merge(kept_key: Tensor, kept_id: Tensor, key: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
@@ -193,14 +196,13 @@ def _gather(scaled: Tensor, place, flat, blocks, shape: tuple[int, int]) -> Tens
 def _random(scaled, labels, order, flat, blocks, offsets, count_table, positives, negatives, seed):
     """K+ of P(a) and K- of N(a) uniformly: drawn ranks (caller's anchor order), mapped to
     bank indices (their similarities are gathered later, by :func:`_gather`)."""
-    sorted_labels, rows = labels.cpu(), order.cpu()
+    sorted_labels = labels.cpu()
     size_p = count_table.sum(0)[sorted_labels]
     size_n = count_table.sum() - size_p
-    rank_p, rank_n = sample_ranks(seed, _in_caller_order(size_p, rows), _in_caller_order(size_n, rows),
-                                  positives, negatives)
+    rank_p, rank_n = _draw_sorted(seed, size_p, size_n, order, positives, negatives)
     sizes = [q.shape[0] // count_table.shape[1] for q in flat]
-    id_p = rank_ids(rank_p[rows], sorted_labels, count_table, sizes, True).to(scaled.device)
-    id_n = rank_ids(rank_n[rows], sorted_labels, count_table, sizes, False).to(scaled.device)
+    id_p = rank_ids(rank_p, sorted_labels, count_table, sizes, True).to(scaled.device)
+    id_n = rank_ids(rank_n, sorted_labels, count_table, sizes, False).to(scaled.device)
     return (None, id_p), (None, id_n)
 
 
@@ -255,10 +257,8 @@ def _semi_hard(scaled, labels, order, starts, flat, blocks, offsets, positives, 
     """K+ of P_x(a) and K- of N_x(a) uniformly: the histogram pass gives each anchor's
     boundary bins and set sizes, ranks are drawn, and a second pass finds the drawn members."""
     bound_n, bound_p, size_n, size_p = _boundary_bins(flat, blocks, starts, scaled, labels, temperature, fraction)
-    rows = order.cpu()
-    rank_p, rank_n = sample_ranks(seed, _in_caller_order(size_p, order), _in_caller_order(size_n, order),
-                                  positives, negatives)
-    rank_p, rank_n = rank_p[rows].to(scaled.device), rank_n[rows].to(scaled.device)
+    rank_p, rank_n = _draw_sorted(seed, size_p, size_n, order, positives, negatives)
+    rank_p, rank_n = rank_p.to(scaled.device), rank_n.to(scaled.device)
     values_p, values_n = scaled.new_zeros(rank_p.shape), scaled.new_zeros(rank_n.shape)
     id_p, id_n = torch.full_like(rank_p, -1), torch.full_like(rank_n, -1)
     seen_p, seen_n = torch.zeros_like(size_p), torch.zeros_like(size_n)
