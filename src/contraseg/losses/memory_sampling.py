@@ -74,30 +74,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .memory_contrast import _entries, _plan, default_block_size
-from .memory_draws import rank_ids, sample_ranks
+from .memory_draws import rank_ids
+from .memory_hard_examples import Workspace, cosine_bins, draw_sorted, hardest, semi_hard
+
+__all__ = ["SAMPLINGS", "cosine_bins", "sampled_memory_contrast", "select_examples"]
 
 SAMPLINGS = ("all", "random", "hardest", "semi_hard")
-_BINS = 4096
-
-
-def bin_position(scaled_similarity: Tensor, temperature: float, inplace: bool = False) -> Tensor:
-    """``(t s + 1) * _BINS / 2``: where the cosine ``t s`` in [-1, 1] falls on [0, _BINS]
-    (``s * (t _BINS / 2)`` then ``+ _BINS / 2``; ``inplace``: overwriting ``s``)."""
-    scale = temperature * _BINS / 2
-    position = scaled_similarity.mul_(scale) if inplace else scaled_similarity * scale
-    return position.add_(_BINS / 2)
-
-
-def cosine_bins(scaled_similarity: Tensor, temperature: float) -> Tensor:
-    """The histogram bin (long, [0, _BINS)) of ``t * s``: ``floor`` of :func:`bin_position`
-    clamped (truncation after the clamp to [0, _BINS - 1] is the floor)."""
-    return bin_position(scaled_similarity, temperature).clamp_(0, _BINS - 1).long()
-
-
-def _block_ids(block, offsets: Sequence[int], device: torch.device) -> Tensor:
-    """The global bank indices of a block's entries (n int32)."""
-    parts = [torch.arange(lo, hi) for lo, hi in block.rows]
-    return (torch.cat(parts) + offsets[block.source]).to(device=device, dtype=torch.int32)
 
 
 def _place(ids: Tensor, blocks, offsets: Sequence[int]) -> list[tuple[Tensor, Tensor, Tensor]]:
@@ -133,63 +115,14 @@ def _place(ids: Tensor, blocks, offsets: Sequence[int]) -> list[tuple[Tensor, Te
             for i, c in zip(index[order].split(sizes), column[order].split(sizes))]
 
 
-def _draw_sorted(seed: int, size_p: Tensor, size_n: Tensor, order: Tensor, positives: int,
-                 negatives: int) -> tuple[Tensor, Tensor]:
-    """:func:`~contraseg.losses.memory_draws.sample_ranks` for the class-sorted rows (row i =
-    the caller's anchor ``order[i]``): sizes A each in, A x K+ and A x K- ranks (CPU) out."""
-    rows = order.cpu()
-    unsorted = [torch.empty_like(size, device="cpu").index_put_((rows,), size.cpu()) for size in (size_p, size_n)]
-    rank_p, rank_n = sample_ranks(seed, *unsorted, positives, negatives)
-    return rank_p[rows], rank_n[rows]
-
-
-def _merge(kept_key: Tensor, kept_id: Tensor, key: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
-    """Keep the K smallest keys (and their ids) of the kept A x K and the block's A x n."""
-    k = kept_key.shape[1]
-    if key.shape[1] > k:  # the block's own best k first: no copy of the A x n keys
-        key, at = torch.topk(key, k, dim=1, largest=False, sorted=False)
-        ids = ids[at]
-    else:
-        ids = ids[None, :].expand(key.shape[0], -1)
-    keys, all_ids = torch.cat([kept_key, key], dim=1), torch.cat([kept_id, ids], dim=1)
-    top = torch.topk(keys, k, dim=1, largest=False, sorted=False).indices
-    return keys.gather(1, top), all_ids.gather(1, top)
-
-
-def _hardest(scaled, labels, starts, flat, blocks, offsets, positives, negatives):
-    """Per anchor the K+ lowest positives and K- highest negatives: running ``topk`` over the
-    blocks with the similarity as key (s for positives, -s for negatives)."""
-    num = scaled.shape[0]
-
-    def empty(k):
-        return (torch.full((num, k), math.inf, dtype=scaled.dtype, device=scaled.device),
-                torch.full((num, k), -1, dtype=torch.int32, device=scaled.device))
-
-    (key_p, id_p), (key_n, id_n) = empty(positives), empty(negatives)
-    for block in blocks:
-        lo, hi = starts[block.first_class], starts[block.last_class + 1]
-        ids = _block_ids(block, offsets, scaled.device)
-        sim = scaled @ _entries(flat, block, scaled).T  # A x n
-        key = -sim
-        if hi > lo:
-            same = labels[lo:hi, None] == block.labels(sim.device)[None, :]
-            key_p[lo:hi], id_p[lo:hi] = _merge(key_p[lo:hi], id_p[lo:hi], sim[lo:hi].masked_fill(~same, math.inf), ids)
-            key[lo:hi].masked_fill_(same, math.inf)
-        key_n, id_n = _merge(key_n, id_n, key, ids)
-    out = []
-    for key, ids, sign in ((key_p, id_p, 1.0), (key_n, id_n, -1.0)):
-        empty_slot = torch.isinf(key)
-        out.append(((sign * key).masked_fill(empty_slot, 0.0), ids.masked_fill(empty_slot, -1).long()))
-    return out[0], out[1]
-
-
 def _gather(scaled: Tensor, place, flat, blocks, shape: tuple[int, int]) -> Tensor:
     """``scaled_a . bank[id]`` for the A x k (anchor, id) pairs placed by :func:`_place` (0 in
     empty slots): one pass, each block's A x n similarities, the placed ones picked out."""
     values = scaled.new_zeros(shape[0] * shape[1])
+    work = Workspace(scaled.device)
     for block, (index, row, column) in zip(blocks, place):
         if index.numel():
-            values[index] = (scaled @ _entries(flat, block, scaled).T)[row, column]
+            values[index] = work.similarities(scaled, _entries(flat, block, scaled))[row, column]
     return values.view(shape)
 
 
@@ -199,87 +132,11 @@ def _random(scaled, labels, order, flat, blocks, offsets, count_table, positives
     sorted_labels = labels.cpu()
     size_p = count_table.sum(0)[sorted_labels]
     size_n = count_table.sum() - size_p
-    rank_p, rank_n = _draw_sorted(seed, size_p, size_n, order, positives, negatives)
+    rank_p, rank_n = draw_sorted(seed, size_p, size_n, order, positives, negatives)
     sizes = [q.shape[0] // count_table.shape[1] for q in flat]
     id_p = rank_ids(rank_p, sorted_labels, count_table, sizes, True).to(scaled.device)
     id_n = rank_ids(rank_n, sorted_labels, count_table, sizes, False).to(scaled.device)
     return (None, id_p), (None, id_n)
-
-
-def _boundary_bins(flat, blocks, starts, scaled, labels, temperature, fraction):
-    """Per anchor (A long each): the bin of its ceil(x |N(a)|)-th highest negative and of its
-    ceil(x |P(a)|)-th lowest positive, and the sizes of the kept sets N_x(a) (the negatives
-    in bins >= the first) and P_x(a) (the positives in bins <= the second). One pass over
-    the bank, histograms of A x (_BINS + 1)."""
-    num = scaled.shape[0]
-    neg = torch.zeros(num, _BINS + 1, dtype=torch.long, device=scaled.device)
-    pos = torch.zeros_like(neg)
-    for block in blocks:
-        lo, hi = starts[block.first_class], starts[block.last_class + 1]
-        bins = bin_position(scaled @ _entries(flat, block, scaled).T, temperature, inplace=True)
-        bins = bins.clamp_(0, _BINS - 1).long()  # cosine_bins, in place
-        one = neg.new_ones(1, 1).expand_as(bins)
-        if hi > lo:
-            same = labels[lo:hi, None] == block.labels(bins.device)[None, :]
-            pos[lo:hi].scatter_add_(1, torch.where(same, bins[lo:hi], _BINS), one[lo:hi])
-            bins[lo:hi].masked_fill_(same, _BINS)  # the dump bin: not a negative
-        neg.scatter_add_(1, bins, one)
-    neg, pos = neg[:, :_BINS], pos[:, :_BINS]
-    need_n = torch.ceil(neg.sum(1).double() * fraction).long()
-    need_p = torch.ceil(pos.sum(1).double() * fraction).long()
-    from_top, below = neg.flip(1).cumsum(1).flip(1), pos.cumsum(1)  # entries in bins >= b, <= b
-    bound_n = (from_top >= need_n[:, None]).sum(1) - 1
-    bound_p = (below < need_p[:, None]).sum(1)
-    return bound_n, bound_p, from_top.gather(1, bound_n[:, None])[:, 0], below.gather(1, bound_p[:, None])[:, 0]
-
-
-def _take(member: Tensor, sim: Tensor, ids: Tensor, ranks: Tensor, seen: Tensor, values: Tensor,
-          kept: Tensor) -> None:
-    """In place, for rows x n members of the kept sets in one block (``member``, bool) and
-    rows x k drawn ranks into the sets in id order (-1: empty slot): the slots whose rank
-    falls in this block get its similarity (``values``) and bank index (``kept``); ``seen``
-    (rows) counts the members of the blocks walked so far. ``nonzero`` lists the members
-    row by row in column order, so a row's r-th member of the block is at its row's start
-    + r in that list."""
-    where = torch.nonzero(member)  # m x 2
-    count = torch.bincount(where[:, 0], minlength=member.shape[0])
-    if where.shape[0]:
-        local = ranks - seen[:, None]
-        found = (local >= 0) & (local < count[:, None])
-        column = where[:, 1][(local + (count.cumsum(0) - count)[:, None]).clamp_(0, where.shape[0] - 1)]
-        values.copy_(torch.where(found, sim.gather(1, column), values))
-        kept.copy_(torch.where(found, ids.long()[column], kept))
-    seen += count
-
-
-def _semi_hard(scaled, labels, order, starts, flat, blocks, offsets, positives, negatives, seed, temperature,
-               fraction):
-    """K+ of P_x(a) and K- of N_x(a) uniformly: the histogram pass gives each anchor's
-    boundary bins and set sizes, ranks are drawn, and a second pass finds the drawn members."""
-    bound_n, bound_p, size_n, size_p = _boundary_bins(flat, blocks, starts, scaled, labels, temperature, fraction)
-    rank_p, rank_n = _draw_sorted(seed, size_p, size_n, order, positives, negatives)
-    rank_p, rank_n = rank_p.to(scaled.device), rank_n.to(scaled.device)
-    values_p, values_n = scaled.new_zeros(rank_p.shape), scaled.new_zeros(rank_n.shape)
-    id_p, id_n = torch.full_like(rank_p, -1), torch.full_like(rank_n, -1)
-    seen_p, seen_n = torch.zeros_like(size_p), torch.zeros_like(size_n)
-    low = torch.where(bound_n > 0, bound_n.to(scaled.dtype), -math.inf)
-    high = torch.where(bound_p < _BINS - 1, bound_p.to(scaled.dtype) + 1, math.inf)
-    for block in blocks:
-        lo, hi = starts[block.first_class], starts[block.last_class + 1]
-        ids = _block_ids(block, offsets, scaled.device)
-        sim = scaled @ _entries(flat, block, scaled).T  # A x n
-        # The histogram's bin is floor(clamp(position, 0, _BINS - 1)), with position the same
-        # expression of the same sim; for 0 < b <= _BINS - 1, bin >= b <=> position >= b,
-        # and for 0 <= b < _BINS - 1, bin <= b <=> position < b + 1 (edges: every bin).
-        position = bin_position(sim, temperature)
-        member = position >= low[:, None]
-        if hi > lo:
-            same = labels[lo:hi, None] == block.labels(sim.device)[None, :]
-            member[lo:hi] &= ~same
-            member_p = same & (position[lo:hi] < high[lo:hi, None])
-            _take(member_p, sim[lo:hi], ids, rank_p[lo:hi], seen_p[lo:hi], values_p[lo:hi], id_p[lo:hi])
-        _take(member, sim, ids, rank_n, seen_n, values_n, id_n)
-    return (values_p, id_p), (values_n, id_n)
 
 
 @torch.no_grad()
@@ -290,10 +147,10 @@ def select_examples(scaled, labels, order, starts, flat, blocks, offsets, count_
     ``s = 0``) for an empty slot; ``s`` is None for ``random`` (the ids are drawn without
     the similarities: :func:`_gather`). ``count_table``: Q x K filled slots (CPU long)."""
     if sampling == "hardest":
-        return _hardest(scaled, labels, starts, flat, blocks, offsets, positives, negatives)
+        return hardest(scaled, labels, starts, flat, blocks, offsets, positives, negatives)
     if sampling == "random":
         return _random(scaled, labels, order, flat, blocks, offsets, count_table, positives, negatives, seed)
-    return _semi_hard(scaled, labels, order, starts, flat, blocks, offsets, positives, negatives, seed,
+    return semi_hard(scaled, labels, order, starts, flat, blocks, offsets, positives, negatives, seed,
                       temperature, fraction)
 
 
@@ -316,11 +173,12 @@ class _KeptSimilarity(torch.autograd.Function):
         flat = [q.reshape(-1, q.shape[-1]) for q in queues]
         grad = grad_values.new_zeros(grad_values.shape[0], flat[0].shape[1])
         coefficients = grad_values.flatten()
+        work = Workspace(grad.device)
         for block, (index, row, column) in zip(ctx.blocks, ctx.place):
             if not index.numel():
                 continue
             entries = _entries(flat, block, grad)
-            coef = grad_values.new_zeros(grad_values.shape[0], entries.shape[0])
+            coef = work.take("coef", (grad_values.shape[0], entries.shape[0]), grad.dtype).zero_()
             coef.index_put_((row, column), coefficients[index], accumulate=True)
             grad.addmm_(coef, entries)
         return (grad, None, None, None) + (None,) * len(queues)
