@@ -41,9 +41,31 @@ def metrics_of(stored: dict[str, Any]) -> dict[str, Any]:
             for dataset, values in stored["results"].items()}
 
 
+def run_environment() -> dict[str, str]:
+    """What besides the code and seed moves a run's numbers: the same commit and seed give
+    the same run on one machine, but another processor or torch build rounds differently
+    and 640 iterations amplify it (docs/results.md, section 4)."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    env = {"python": platform.python_version(), "torch": torch.__version__, "cpu": cpu,
+           "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    if torch.cuda.is_available():
+        env["cuda_device"] = torch.cuda.get_device_name(0)
+    return env
+
+
 def write_record(marker: Path, record: dict[str, Any]) -> None:
+    """The job's result JSON, with the environment that produced it (:func:`run_environment`)."""
     marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps(record, indent=1))
+    marker.write_text(json.dumps({**record, "environment": run_environment()}, indent=1))
 
 
 def result_writer(table: str, row: str, seed: int, run_dir: Path):

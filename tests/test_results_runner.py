@@ -260,3 +260,18 @@ def test_memory_sampling_rows_are_the_released_memory_row_with_one_strategy_each
         at = renamed.index(f"regulariser.memory_sampling={strategy}")
         assert renamed[at - 1] == "--set" and renamed[:at - 1] + renamed[at + 1:] == whole  # nothing else differs
         assert "regulariser.start_iter=100" in argv and "regulariser.weight=1" in argv and "train.seed=1" in argv
+
+
+def test_a_result_record_names_the_environment_that_produced_it(tmp_path):
+    import torch
+
+    import _plan
+
+    marker = tmp_path / "results" / "sup_ce_s0.json"
+    _plan.write_record(marker, {"run": "sup_ce_s0", "seed": 0})
+    record = json.loads(marker.read_text())
+    assert record["run"] == "sup_ce_s0" and record["seed"] == 0
+    env = record["environment"]
+    assert env["torch"] == torch.__version__
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert env["cpu"] and env["python"]
