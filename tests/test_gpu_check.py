@@ -108,3 +108,23 @@ def test_grad_scaler_check_on_cpu() -> None:
     result = gpu.check_grad_scaler(torch.device("cpu"), inputs)
     assert result.passed, result.numbers
     assert result.numbers["inf_step_skipped"] is True and result.numbers["scale_after_inf"] < 2.0**14
+
+
+def test_memory_sampling_check_on_cpu_and_it_catches_a_mismatch(monkeypatch) -> None:
+    """The check runs on the CPU as on a device (it passes), and a loss that moves on the
+    "device" side is reported by strategy and precision."""
+    result = gpu_loss_checks.check_memory_sampling(torch.device("cpu"), num_anchors=40, block_size=32)
+    assert result.passed, result.summary
+    assert set(result.numbers) == {"random", "hardest", "semi_hard"}
+    assert "fp32_loss_rel_err" not in result.numbers["semi_hard"] and "fp64_grad_rel_err" in result.numbers["semi_hard"]
+    from contraseg.losses import memory_sampling
+
+    real = memory_sampling.sampled_memory_contrast
+
+    def off_in_float32(anchors, *args, **kwargs):
+        loss = real(anchors, *args, **kwargs)
+        return loss * (1 + 1e-3) if anchors.dtype == torch.float32 else loss
+
+    monkeypatch.setattr(memory_sampling, "sampled_memory_contrast", off_in_float32)
+    broken = gpu_loss_checks.check_memory_sampling(torch.device("cpu"), num_anchors=40, block_size=32)
+    assert broken.passed is False and "random fp32" in broken.summary and "hardest fp32" in broken.summary

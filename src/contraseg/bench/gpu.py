@@ -18,6 +18,9 @@ losses-fp16 / bf16     under ``torch.autocast("cuda", fp16 / bf16)`` (a 1x1 conv
 grad-scaler            fp16 + ``GradScaler``: scaled backward then ``unscale_`` gives the
                        float32 gradient (relative error <= 3e-2), no overflow step skipped;
                        an injected inf is caught and its step skipped
+memory-sampling        the memory bank's random / hardest / semi-hard example sampling on
+                       CUDA equals the CPU's in float64 (relative error <= 1e-9; the same
+                       draws), and random / hardest in float32 within 1e-4
 syncbn                 in a 1-process NCCL group, ``SyncBatchNorm``'s CUDA kernels (stats,
                        gather, backward reduce) give BatchNorm's output and gradients
 train-amp-syncbn       50 iterations of HRNet-W18-Small + OCR with pixel contrast + memory,
@@ -56,7 +59,7 @@ from typing import Any
 import torch
 
 from .gpu_common import CheckResult
-from .gpu_loss_checks import check_grad_scaler, check_losses, make_loss_inputs
+from .gpu_loss_checks import check_grad_scaler, check_losses, check_memory_sampling, make_loss_inputs
 from .gpu_report import environment, write_report
 from .gpu_training_checks import check_inference, check_syncbn, check_training, init_single_process_group
 
@@ -117,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     inputs = make_loss_inputs(batch=2, dim=64, height=33, width=65, num_classes=19)
     record(_guard("losses", lambda: check_losses(device, inputs)))
     record(_guard("grad-scaler", lambda: check_grad_scaler(device, inputs)))
+    record(_guard("memory-sampling", lambda: check_memory_sampling(device)))
     record(_guard("process-group", lambda: init_single_process_group("nccl")
                   or CheckResult("process-group", True, "1-process NCCL group initialised")))
     record(_guard("syncbn", lambda: check_syncbn(device)))

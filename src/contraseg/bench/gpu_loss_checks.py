@@ -217,3 +217,53 @@ def check_grad_scaler(device: torch.device, inputs: LossInputs | None = None) ->
                "inf_step_skipped": skipped, "scale_after_inf": scaler.get_scale()}
     return CheckResult("grad-scaler", passed, "fp16 + GradScaler: unscaled gradient vs float32; inf step skipped",
                        numbers, time.perf_counter() - start)
+
+
+def check_memory_sampling(device: torch.device, num_anchors: int = 200, dim: int = 32, num_classes: int = 7,
+                          block_size: int = 64) -> CheckResult:
+    """``memory-sampling``: the memory bank's per-anchor example sampling (random, hardest,
+    semi-hard; :mod:`contraseg.losses.memory_sampling`) on the device against the CPU, value
+    and gradient, the bank walked in several blocks.
+
+    float64 on both sides for every strategy (the draws come from the CPU generator, so the
+    kept sets must agree: relative error <= 1e-9), and the device in float32 for random and
+    hardest (<= 1e-4). Semi-hard is not compared across precisions: an entry whose cosine
+    sits on a histogram bin edge may fall in the other bin in float32, which changes a
+    top-x set's size and so every draw of that anchor (a different sample, not an error).
+    """
+    from ..losses.memory_sampling import sampled_memory_contrast
+
+    start = time.perf_counter()
+    g = torch.Generator().manual_seed(5)
+    queues = [F.normalize(torch.randn(num_classes, size, dim, generator=g, dtype=torch.float64), dim=-1)
+              for size in (60, 20)]
+    counts = [torch.randint(size // 2, size + 1, (num_classes,), generator=g) for size in (60, 20)]
+    anchors = F.normalize(torch.randn(num_anchors, dim, generator=g, dtype=torch.float64), dim=1)
+    labels = torch.randint(0, num_classes, (num_anchors,), generator=g)
+
+    def run(strategy: str, on: torch.device, dtype: torch.dtype) -> tuple[float, Tensor]:
+        x = anchors.to(device=on, dtype=dtype).requires_grad_(True)
+        loss = sampled_memory_contrast(x, labels.to(on), [q.to(on, dtype) for q in queues], [c.to(on) for c in counts],
+                                       0.1, 0.07, strategy, 16, 64, seed=11, semi_hard_fraction=0.25,
+                                       block_size=block_size)
+        (grad,) = torch.autograd.grad(loss, x)
+        return float(loss.detach()), grad.detach().to("cpu", torch.float64)
+
+    rows, failed = {}, []
+    with no_tf32():
+        for strategy in ("random", "hardest", "semi_hard"):
+            ref_loss, ref_grad = run(strategy, torch.device("cpu"), torch.float64)
+            row = {"loss_fp64": round(ref_loss, 6)}
+            for dtype, tag, tolerance in ((torch.float64, "fp64", 1e-9), (torch.float32, "fp32", 1e-4)):
+                if dtype == torch.float32 and strategy == "semi_hard":
+                    continue
+                loss, grad = run(strategy, device, dtype)
+                loss_err = abs(loss - ref_loss) / max(abs(ref_loss), 1e-6)
+                grad_err = relative_error(grad, ref_grad)
+                row[f"{tag}_loss_rel_err"], row[f"{tag}_grad_rel_err"] = f"{loss_err:.1e}", f"{grad_err:.1e}"
+                if not (loss_err <= tolerance and grad_err <= tolerance):
+                    failed.append(f"{strategy} {tag} (loss {loss_err:.1e}, grad {grad_err:.1e})")
+            rows[strategy] = row
+    summary = (f"{device.type} vs CPU float64, {num_anchors} anchors, {sum(int(c.sum()) for c in counts)} bank entries "
+               f"in blocks of {block_size}" + (f"; mismatch: {', '.join(failed)}" if failed else ""))
+    return CheckResult("memory-sampling", not failed, summary, rows, time.perf_counter() - start)
