@@ -6,8 +6,9 @@ their global bank index (queue offset + class * S + slot), so drawing ``K`` dist
 ranks per anchor is the whole of the randomness: :func:`sample_ranks` draws them on the
 CPU from a generator seeded with the seed, so they depend on the seed and the set sizes
 only (not on the device, the block size or the anchors' order inside the loss), and a
-per-anchor reference can reproduce them. :func:`rank_ids` maps the ranks of ``P(a)`` and
-``N(a)`` (random sampling) to global bank indices.
+per-anchor reference can reproduce them (:func:`draw_sorted`: the same for the loss's rows,
+sorted by class). :func:`rank_ids` maps the ranks of ``P(a)`` and ``N(a)`` (random
+sampling) to global bank indices.
 """
 
 from __future__ import annotations
@@ -108,6 +109,16 @@ def sample_ranks(seed: int, positive_sizes: Tensor, negative_sizes: Tensor, posi
     """
     generator = torch.Generator().manual_seed(int(seed) & (2**64 - 1))
     return draw_ranks(positive_sizes, positives, generator), draw_ranks(negative_sizes, negatives, generator)
+
+
+def draw_sorted(seed: int, size_p: Tensor, size_n: Tensor, order: Tensor, positives: int,
+                negatives: int) -> tuple[Tensor, Tensor]:
+    """:func:`sample_ranks` for the class-sorted rows of the loss (row i =
+    the caller's anchor ``order[i]``): sizes A each in, A x K+ and A x K- ranks (CPU) out."""
+    rows = order.cpu()
+    unsorted = [torch.empty_like(size, device="cpu").index_put_((rows,), size.cpu()) for size in (size_p, size_n)]
+    rank_p, rank_n = sample_ranks(seed, *unsorted, positives, negatives)
+    return rank_p[rows], rank_n[rows]
 
 
 def rank_ids(ranks: Tensor, labels: Tensor, count_table: Tensor, queue_sizes: Sequence[int],

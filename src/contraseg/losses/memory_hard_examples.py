@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from .memory_contrast import _entries
-from .memory_draws import sample_ranks
+from .memory_draws import draw_sorted
 
 _BINS = 4096
 
@@ -81,16 +81,6 @@ def block_ids(block, offsets: Sequence[int], device: torch.device) -> Tensor:
     """The global bank indices of a block's entries (n int32)."""
     parts = [torch.arange(lo, hi) for lo, hi in block.rows]
     return (torch.cat(parts) + offsets[block.source]).to(device=device, dtype=torch.int32)
-
-
-def draw_sorted(seed: int, size_p: Tensor, size_n: Tensor, order: Tensor, positives: int,
-                negatives: int) -> tuple[Tensor, Tensor]:
-    """:func:`~contraseg.losses.memory_draws.sample_ranks` for the class-sorted rows (row i =
-    the caller's anchor ``order[i]``): sizes A each in, A x K+ and A x K- ranks (CPU) out."""
-    rows = order.cpu()
-    unsorted = [torch.empty_like(size, device="cpu").index_put_((rows,), size.cpu()) for size in (size_p, size_n)]
-    rank_p, rank_n = sample_ranks(seed, *unsorted, positives, negatives)
-    return rank_p[rows], rank_n[rows]
 
 
 def _merge(kept_key: Tensor, kept_id: Tensor, key: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:

@@ -74,8 +74,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .memory_contrast import _entries, _plan, default_block_size
-from .memory_draws import rank_ids
-from .memory_hard_examples import Workspace, cosine_bins, draw_sorted, hardest, semi_hard
+from .memory_draws import draw_sorted, rank_ids
+from .memory_hard_examples import Workspace, cosine_bins, hardest, semi_hard
 
 __all__ = ["SAMPLINGS", "cosine_bins", "sampled_memory_contrast", "select_examples"]
 
