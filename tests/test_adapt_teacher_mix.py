@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -77,6 +79,29 @@ def test_teacher_is_the_average_during_warm_start_and_stays_in_eval_mode():
         MeanTeacher(student, momentum=1.0)
     with pytest.raises(ValueError, match="buffers must be 'ema' or 'copy', got 'freeze'"):
         MeanTeacher(student, buffers="freeze")
+
+
+def test_wdass_teacher_fixed_momentum_and_batch_statistics():
+    """warm_start=False blends with m from the first step (WDASS's release); batch_norm="batch"
+    predicts in train mode: BatchNorm normalises with the batch's own statistics."""
+    student = Net()
+    teacher = MeanTeacher(student, momentum=0.6, warm_start=False, batch_norm="batch")
+    before = teacher.model.conv.weight.detach().clone()
+    perturb(student, 3)
+    assert teacher.update(student, 1) == 0.6
+    assert torch.allclose(teacher.model.conv.weight, 0.6 * before + 0.4 * student.conv.weight.detach(), atol=1e-6)
+    teacher.eval()
+    teacher.train()
+    assert teacher.model.training and teacher.model.bn.training
+    x = torch.randn(4, 3, 5, 5) * 3 + 2
+    by_batch = copy.deepcopy(teacher.model).train()
+    with torch.no_grad():
+        want = by_batch(x)["logits"]
+    assert torch.allclose(teacher(x)["logits"], want, atol=1e-6)
+    running = MeanTeacher(student, momentum=0.6)
+    assert not torch.allclose(running(x)["logits"], MeanTeacher(student, batch_norm="batch")(x)["logits"], atol=1e-3)
+    with pytest.raises(ValueError, match="batch_norm must be 'running' or 'batch', got 'frozen'"):
+        MeanTeacher(student, batch_norm="frozen")
 
 
 def test_class_mix_masks_take_half_the_source_classes():

@@ -77,6 +77,29 @@ def test_optimizer_groups_and_head_multiplier():
     assert [g["lr"] for g in sgd.param_groups] == [pytest.approx(0.075), pytest.approx(0.75)]
 
 
+def test_norm_and_bias_can_be_exempt_from_weight_decay():
+    """decay_norm_and_bias=False: the 1-d parameters (biases, BatchNorm weights) of each group
+    go into '<name>.no_decay' with weight decay 0 at the group's lr; a step leaves them
+    undecayed where the matrices decay."""
+    model = TwoPart()
+    model.head = nn.Sequential(nn.Conv2d(3, 2, 1), nn.BatchNorm2d(2))
+    cfg = OptimConfig(name="sgd", lr=0.1, momentum=0.0, weight_decay=0.5, decay_norm_and_bias=False)
+    sgd = build_optimizer(split_parameters(model), cfg)
+    assert [(g["name"], g["weight_decay"], len(g["params"])) for g in sgd.param_groups] == [
+        ("backbone", 0.5, 1), ("backbone.no_decay", 0.0, 1), ("head", 0.5, 1), ("head.no_decay", 0.0, 3)]
+    assert [g["base_lr"] for g in sgd.param_groups] == [0.1, 0.1, pytest.approx(1.0), pytest.approx(1.0)]
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    sgd.step()
+    for name, p in model.named_parameters():
+        shrink = 1 - sgd.param_groups[0 if name.startswith("backbone") else 2]["lr"] * 0.5
+        expected = before[name] * shrink if p.ndim > 1 else before[name]
+        assert torch.allclose(p.detach(), expected), name
+    default = build_optimizer(split_parameters(model), OptimConfig(name="sgd", lr=0.1, weight_decay=0.5))
+    assert [(g["name"], g["weight_decay"]) for g in default.param_groups] == [("backbone", 0.5), ("head", 0.5)]
+
+
 def test_split_parameters_checks_the_groups():
     model = TwoPart()
     model.param_groups = lambda: {"backbone": list(model.backbone.parameters()), "head": [model.head.weight]}

@@ -160,11 +160,11 @@ _LOW = ("adapt.teacher.threshold=0.05", "adapt.wdass.prototype_threshold=0.05", 
         "adapt.wdass.cross_threshold=0.05", "adapt.wdass.intra_threshold=0.05")
 
 
-def _trainer(tmp_path, weak_labels, source_checkpoint, kind, rows, **data):
+def _trainer(tmp_path, weak_labels, source_checkpoint, kind, rows, teacher=None, optim=None, **data):
     adapt = wdass_adapt(weak_labels, kind, source_checkpoint, start_iter=1, edge_weight=10.0,
                         prototype_image_loss=True)
-    adapt["teacher"] = {"ignore_rows": rows}
-    raw = raw_config(adapt, schedule={"max_iters": 2, "warmup_iters": 1}, data=data)
+    adapt["teacher"] = {"ignore_rows": rows, **(teacher or {})}
+    raw = raw_config(adapt, schedule={"max_iters": 2, "warmup_iters": 1}, data=data, optim=optim or {})
     cfg, parsed = load(tmp_path, raw, *_LOW)
     return build_adapt_trainer(cfg, parsed, tmp_path / "run", progress=False)
 
@@ -202,9 +202,13 @@ def test_wdass_steps_with_every_recipe_switch(tmp_path, weak_labels, source_chec
 
 
 def test_wdass_two_iteration_run_with_recipe_data_keys_and_lr_warmup(tmp_path, weak_labels, source_checkpoint):
-    trainer = _trainer(tmp_path, weak_labels, source_checkpoint, "coarse", [2, 4], aspect_range=[0.9, 1.1],
-                       brightness_shift=10, hue_jitter=0.25, scale_to_width=64)
+    trainer = _trainer(tmp_path, weak_labels, source_checkpoint, "coarse", [2, 4],
+                       teacher={"warm_start": False, "batch_norm": "batch"}, optim={"decay_norm_and_bias": False},
+                       aspect_range=[0.9, 1.1], brightness_shift=10, hue_jitter=0.25, scale_to_width=64)
     assert trainer.target_set.dataset.transform.scale_to_width == 64
+    # the released recipe's teacher (fixed momentum, train-mode BatchNorm) and weight-decay groups
+    assert (trainer.teacher.warm_start, trainer.teacher.batch_norm, trainer.teacher.model.training) == (False, "batch", True)
+    assert {g["name"]: g["weight_decay"] for g in trainer.optimizer.param_groups}["head.no_decay"] == 0.0
     lrs = []
     step = trainer.train_step
     trainer.train_step = lambda batch: lrs.append(trainer.optimizer.param_groups[0]["lr"]) or step(batch)

@@ -12,7 +12,7 @@ first of which picks ``best.pth``) plus one more top-level section::
       init_checkpoint: runs/src/last.pth   # weights the student starts from (null: fresh)
       rounds: 1                      # self-training: train, re-label, train again ...
       pseudo_labels: {dir, checkpoint, threshold, class_percentile, mode, batch_size}
-      teacher: {momentum, buffers, threshold, ignore_rows}   # WDASS mean teacher
+      teacher: {momentum, buffers, warm_start, batch_norm, threshold, ignore_rows}   # WDASS mean teacher
       wdass: {weak_kind, weak_labels, mix, photometric, contrast, weak_weight, image_weight,
               contrast_weight, cross_weight, intra_weight, temperature, base_temperature,
               cross_samples, intra_samples, max_views, cross_threshold, intra_threshold,
@@ -76,7 +76,10 @@ class TeacherConfig:
     """Mean teacher of WDASS / DACS: EMA ``momentum`` of the student weights (with the
     warm start ``min(1 - 1/(k+1), momentum)``), BatchNorm ``buffers`` averaged the same
     way (``ema``) or copied from the student (``copy``), and the confidence
-    ``threshold`` of its pseudo labels (0.968 in DACS and WDASS).
+    ``threshold`` of its pseudo labels (0.968 in DACS and WDASS). ``warm_start: false``
+    blends with ``momentum`` from the first step (WDASS's release); ``batch_norm: batch``
+    predicts in train mode, BatchNorm using the statistics of the target batch (WDASS's
+    release; ``running``: eval mode). :class:`contraseg.adapt.mean_teacher.MeanTeacher`.
 
     ``ignore_rows`` [top, bottom]: the first ``top`` and last ``bottom`` rows of the
     teacher's pseudo-label weights are set to 0 (those target pixels of the ClassMix image
@@ -91,6 +94,8 @@ class TeacherConfig:
 
     momentum: float = config_field(0.999, minimum=0.0)
     buffers: Literal["ema", "copy"] = "ema"
+    warm_start: bool = True
+    batch_norm: Literal["running", "batch"] = "running"
     threshold: float = config_field(0.968, minimum=0.0)
     ignore_rows: list[int] = config_field(factory=lambda: [0, 0], minimum=0, length=2)
 

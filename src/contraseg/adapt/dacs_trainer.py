@@ -68,7 +68,8 @@ class DACSTrainer(AdaptTrainer):
             raise ValueError(f"adapt.target_batch_size {self.adapt.target_batch_size} must equal data.batch_size "
                              f"{self.cfg.data.batch_size}: ClassMix pairs source and target images")
         teacher = self.adapt.teacher
-        self.teacher = MeanTeacher(self.model, teacher.momentum, teacher.buffers).to(self.device) \
+        self.teacher = MeanTeacher(self.model, teacher.momentum, teacher.buffers, teacher.warm_start,
+                                   teacher.batch_norm).to(self.device) \
             if options.teacher else None
         self.photometric = MixPhotometric(IMAGENET_MEAN, IMAGENET_STD, strength=options.jitter_strength) \
             if options.photometric else None

@@ -7,11 +7,17 @@ k-th optimiser step (k = 1, 2, ...) every floating parameter and buffer becomes
     theta_teacher <- a_k theta_teacher + (1 - a_k) theta_student,   a_k = min(1 - 1/(k + 1), m)
 
 so for k < 1/(1 - m) - 1 the teacher is the plain average of all student iterates so far
-(the warm start of the reference implementations), afterwards an EMA with momentum m.
+(the warm start of DACS's release), afterwards an EMA with momentum m; ``warm_start=False``
+uses a_k = m from the first step (WDASS's release: anurag-198/WDASS@7276a27d916b
+utils/ema_classes.py:90 blends with ``self.alpha``; the ramp computed at :81 is unused).
 BatchNorm running statistics are averaged the same way (``buffers="ema"``, WDASS's
 ``--bn_buffer``) or copied from the student (``buffers="copy"``); integer buffers
-(``num_batches_tracked``) are always copied. The teacher never receives gradients and
-predicts in eval mode.
+(``num_batches_tracked``) are always copied. The teacher never receives gradients. It
+predicts in eval mode (``batch_norm="running"``: BatchNorm's running statistics) or, with
+``batch_norm="batch"``, in train mode: BatchNorm normalises with the statistics of the batch
+it predicts on and updates its running statistics, as WDASS's released teacher (its
+``ema_net`` is never put in eval mode during training: train.py:444 unpacks the four outputs
+that network/deepv2.py:159-166 returns only in training mode).
 """
 
 from __future__ import annotations
@@ -37,39 +43,46 @@ class MeanTeacher(nn.Module):
         student: the model to follow; copied at construction.
         momentum: m in [0, 1).
         buffers: ``"ema"`` or ``"copy"`` (floating buffers such as BatchNorm statistics).
+        warm_start: ``a_k = min(1 - 1/(k + 1), m)`` (True) or ``a_k = m`` (False).
+        batch_norm: ``"running"`` (predict in eval mode) or ``"batch"`` (in train mode).
 
-    ``teacher(images)`` runs the copy in eval mode under ``torch.no_grad`` and returns
-    its output dict (``{"logits", "embed"}`` for a segmentor).
+    ``teacher(images)`` runs the copy under ``torch.no_grad`` and returns its output dict
+    (``{"logits", "embed"}`` for a segmentor).
     """
 
-    def __init__(self, student: nn.Module, momentum: float = 0.999, buffers: str = "ema") -> None:
+    def __init__(self, student: nn.Module, momentum: float = 0.999, buffers: str = "ema", warm_start: bool = True,
+                 batch_norm: str = "running") -> None:
         super().__init__()
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         if buffers not in ("ema", "copy"):
             raise ValueError(f"buffers must be 'ema' or 'copy', got {buffers!r}")
+        if batch_norm not in ("running", "batch"):
+            raise ValueError(f"batch_norm must be 'running' or 'batch', got {batch_norm!r}")
         self.model = copy.deepcopy(student)
         for param in self.model.parameters():
             param.requires_grad_(False)
-        self.model.eval()
         self.momentum = float(momentum)
         self.buffers_mode = buffers
+        self.warm_start = bool(warm_start)
+        self.batch_norm = batch_norm
+        self.model.train(batch_norm == "batch")
 
     def train(self, mode: bool = True) -> MeanTeacher:
-        """The teacher stays in eval mode whatever the trainer does."""
+        """The teacher keeps its own mode (``batch_norm``) whatever the trainer does."""
         super().train(mode)
-        self.model.eval()
+        self.model.train(self.batch_norm == "batch")
         return self
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> Any:
-        """The teacher's output on ``images`` B x 3 x H x W (no gradient, eval mode)."""
+        """The teacher's output on ``images`` B x 3 x H x W (no gradient)."""
         return self.model(images)
 
     @torch.no_grad()
     def update(self, student: nn.Module, step: int) -> float:
         """Blend the student in after optimiser step ``step`` (>= 1); returns ``a_k``."""
-        alpha = ema_momentum(step, self.momentum)
+        alpha = ema_momentum(step, self.momentum) if self.warm_start else self.momentum
         mine = dict(self.model.named_parameters())
         theirs = dict(student.named_parameters())
         if mine.keys() != theirs.keys():
@@ -86,4 +99,5 @@ class MeanTeacher(nn.Module):
         return alpha
 
     def extra_repr(self) -> str:
-        return f"momentum={self.momentum}, buffers={self.buffers_mode!r}"
+        return (f"momentum={self.momentum}, buffers={self.buffers_mode!r}, warm_start={self.warm_start}, "
+                f"batch_norm={self.batch_norm!r}")

@@ -135,7 +135,8 @@ class WDASSTrainer(AdaptTrainer):
         if self.cfg.model.projection is None:
             raise ValueError("model.projection: WDASS prototypes need a projection of dimension model.embed_dim")
         teacher = self.adapt.teacher
-        self.teacher = MeanTeacher(self.model, teacher.momentum, teacher.buffers).to(self.device)
+        self.teacher = MeanTeacher(self.model, teacher.momentum, teacher.buffers, teacher.warm_start,
+                                   teacher.batch_norm).to(self.device)
         domains = ("source", "target")
         if self.released:
             self.estimator = WDASSPrototypeEstimator(

@@ -124,7 +124,10 @@ class OptimConfig:
     """Optimiser. The backbone trains at ``lr``, the head (decoder, projection,
     classifier) at ``lr * head_lr_mult``; ``head_lr_mult: null`` means 10 for SGD
     (DeepLab practice: a freshly initialised head learns faster than a pretrained
-    backbone) and 1 for AdamW. ``grad_clip`` is a max global L2 norm or null."""
+    backbone) and 1 for AdamW. ``grad_clip`` is a max global L2 norm or null.
+    ``decay_norm_and_bias: false`` exempts the parameters of at most one dimension
+    (normalisation weights and biases, every bias) from weight decay, as WDASS's release
+    does (anurag-198/WDASS@7276a27d916b utils/init_func.py:102-104, train.py:227)."""
 
     name: Literal["sgd", "adamw"] = "sgd"
     lr: float = config_field(0.01, minimum=0.0, exclusive=True)
@@ -132,6 +135,7 @@ class OptimConfig:
     momentum: float = config_field(0.9, minimum=0.0)
     nesterov: bool = False
     weight_decay: float = config_field(5e-4, minimum=0.0)
+    decay_norm_and_bias: bool = True
     betas: list[float] = config_field(factory=lambda: [0.9, 0.999], minimum=0.0, length=2)
     grad_clip: float | None = config_field(None, minimum=0.0, exclusive=True)
 

@@ -3,7 +3,9 @@
 Two parameter groups: the backbone at ``lr`` and everything else (decoder,
 projection, classifier) at ``lr * head_lr_mult``. The default multiplier is 10 for
 SGD (DeepLab practice: the head starts from scratch while the backbone is
-pretrained) and 1 for AdamW. Weight decay applies to all parameters.
+pretrained) and 1 for AdamW. Weight decay applies to all parameters, or with
+``decay_norm_and_bias: false`` only to those of two or more dimensions: each group is
+split in two, ``<name>`` and ``<name>.no_decay`` (weight decay 0, same learning rate).
 
 The schedule is a pure function of the iteration (nothing to save but the
 iteration):  lr_it = base_lr * (1 - min(it, T) / T) ** power with the poly horizon
@@ -60,9 +62,15 @@ def build_optimizer(groups: dict[str, Iterable[nn.Parameter]], cfg: OptimConfig)
     param_groups = []
     for name, params in groups.items():
         params = list(params)
-        if params:
-            lr = cfg.lr * mult.get(name, 1.0)
-            param_groups.append({"params": params, "name": name, "lr": lr, "base_lr": lr})
+        lr = cfg.lr * mult.get(name, 1.0)
+        parts = [(name, params, cfg.weight_decay)]
+        if not cfg.decay_norm_and_bias:
+            parts = [(name, [p for p in params if p.ndim > 1], cfg.weight_decay),
+                     (f"{name}.no_decay", [p for p in params if p.ndim <= 1], 0.0)]
+        for part, members, decay in parts:
+            if members:
+                param_groups.append({"params": members, "name": part, "lr": lr, "base_lr": lr,
+                                     "weight_decay": decay})
     if not param_groups:
         raise ValueError("the model has no trainable parameters")
     if cfg.name == "sgd":
