@@ -27,6 +27,18 @@ def all_reduce_sum(tensor: Tensor) -> Tensor:
     return tensor
 
 
+def broadcast_first(tensor: Tensor) -> Tensor:
+    """Rank 0's ``tensor`` (N_0 x ...) on every rank (the other ranks' own are dropped); the
+    identity in one process. Every rank must call it with the same trailing shape and dtype."""
+    if not is_distributed():
+        return tensor
+    n = torch.tensor([tensor.shape[0]], device=tensor.device, dtype=torch.long)
+    dist.broadcast(n, src=0)
+    out = tensor.detach().clone() if rank() == 0 else tensor.new_zeros((int(n.item()),) + tuple(tensor.shape[1:]))
+    dist.broadcast(out, src=0)
+    return out
+
+
 def all_gather_cat(tensor: Tensor) -> Tensor:
     """Concatenate ``tensor`` (N_r x ...) from every rank along dim 0, N_r may differ.
 

@@ -169,7 +169,8 @@ class PixelContrastRegulariser(Regulariser):
 
             bank = PixelMemoryBank(context.num_classes, context.embed_dim, pixel_size=cfg.memory_pixel_size,
                                    segment_size=cfg.memory_segment_size,
-                                   pixels_per_image=cfg.memory_pixels_per_update, ignore_index=context.ignore_index)
+                                   pixels_per_image=cfg.memory_pixels_per_update, ignore_index=context.ignore_index,
+                                   enqueue_ranks=cfg.memory_enqueue_ranks)
         self.loss = PixelContrastLoss(temperature=cfg.temperature, base_temperature=cfg.base_temperature,
                                       max_samples=cfg.max_samples, max_views=cfg.max_views, memory=bank,
                                       ignore_index=context.ignore_index, memory_impl="streaming",

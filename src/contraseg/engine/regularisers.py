@@ -25,6 +25,7 @@ pixel_contrast             ContrastiveSeg pixel-pixel contrast in the    0.1    
 pixel_contrast_memory      the same against a pixel + segment memory     0.1     the same + memory_pixel_size,
                            bank, streamed in blocks (all of it, or           memory_segment_size,
                            per-anchor sampled examples)                      memory_pixels_per_update,
+                                                                                 memory_enqueue_ranks,
                                                                                  memory_sampling, memory_positives,
                                                                                  memory_negatives,
                                                                                  memory_semi_hard_fraction
@@ -218,6 +219,8 @@ _MEMORY = (
     RegulariserOption("memory_pixel_size", int, default_of(PixelMemoryBank, "pixel_size"), 1),
     RegulariserOption("memory_segment_size", int, default_of(PixelMemoryBank, "segment_size"), 1),
     RegulariserOption("memory_pixels_per_update", int, default_of(PixelMemoryBank, "pixels_per_image"), 1),
+    # "first": only rank 0's batch is enqueued, as ContrastiveSeg's release in effect (PixelMemoryBank's docstring).
+    RegulariserOption("memory_enqueue_ranks", Literal["all", "first"], default_of(PixelMemoryBank, "enqueue_ranks")),
     # Per-anchor example sampling over the bank (ContrastiveSeg's hard example sampling, never
     # released: its README lists "[ ] Hard Example Mining"); "all" = the whole bank, as released.
     # x = 0.1 ("top 10 %") as the paper's Sec. 3.3 (quoted in tfzhou/ContrastiveSeg issues 17, 31);

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._validation import check_dim, check_embeddings, check_label_range, check_labels
-from ..distributed import all_gather_cat
+from ..distributed import all_gather_cat, broadcast_first
 from .._labels import resize_labels
 
 
@@ -52,6 +52,14 @@ class PixelMemoryBank(nn.Module):
         pixels_per_image: pixel entries enqueued per (image, class) pair at most
             (the original's ``pixel_update_freq``, 10).
         ignore_index: label of pixels that are never enqueued.
+        enqueue_ranks: under ``torch.distributed``, ``"all"`` enqueues the entries of every
+            rank's batch (gathered: the bank is the same on every rank), ``"first"`` only rank
+            0's (broadcast), which is what ContrastiveSeg's release does in effect: its queues
+            are module buffers, and DistributedDataParallel (default ``broadcast_buffers``)
+            copies rank 0's buffers to every rank before each forward, overwriting what the
+            other ranks enqueued (tfzhou/ContrastiveSeg@287e5d3 lib/models/nets/hrnet.py:165-171,
+            segmentor/trainer_contrastive.py:247-252, segmentor/tools/module_runner.py:66-71).
+            The same in one process.
 
     State (buffers, so the bank follows ``.to(device)`` / ``.to(dtype)`` and is saved in
     ``state_dict``):
@@ -79,6 +87,7 @@ class PixelMemoryBank(nn.Module):
         segment_size: int = 5000,
         pixels_per_image: int = 10,
         ignore_index: int = 255,
+        enqueue_ranks: str = "all",
     ) -> None:
         super().__init__()
         self.num_classes = _positive_int(num_classes, "num_classes")
@@ -87,6 +96,9 @@ class PixelMemoryBank(nn.Module):
         self.segment_size = _positive_int(segment_size, "segment_size")
         self.pixels_per_image = _positive_int(pixels_per_image, "pixels_per_image")
         self.ignore_index = int(ignore_index)
+        if enqueue_ranks not in ("all", "first"):
+            raise ValueError(f"enqueue_ranks must be 'all' or 'first', got {enqueue_ranks!r}")
+        self.enqueue_ranks = enqueue_ranks
         self.register_buffer("pixel_queue", torch.zeros(num_classes, pixel_size, dim))
         self.register_buffer("segment_queue", torch.zeros(num_classes, segment_size, dim))
         for name in ("pixel_ptr", "pixel_count", "segment_ptr", "segment_count"):
@@ -96,7 +108,7 @@ class PixelMemoryBank(nn.Module):
         return (
             f"num_classes={self.num_classes}, dim={self.dim}, pixel_size={self.pixel_size}, "
             f"segment_size={self.segment_size}, pixels_per_image={self.pixels_per_image}, "
-            f"ignore_index={self.ignore_index}"
+            f"ignore_index={self.ignore_index}, enqueue_ranks={self.enqueue_ranks!r}"
         )
 
     def __len__(self) -> int:
@@ -119,16 +131,16 @@ class PixelMemoryBank(nn.Module):
                 values in [0, K) or ``ignore_index``.
             generator: optional ``torch.Generator`` for the choice of pixels.
 
-        Under ``torch.distributed`` every rank must call it (it gathers from all ranks).
+        Under ``torch.distributed`` every rank must call it (it gathers from all ranks, or
+        takes rank 0's with ``enqueue_ranks="first"``).
         """
         check_embeddings(embeddings)
         check_labels(labels, embeddings.shape[0])
         check_dim(embeddings.shape[1], self.dim, "embeddings", "the memory bank")
         segments, segment_labels, pixels, pixel_labels = self._batch_entries(embeddings.detach(), labels, generator)
-        segments = all_gather_cat(segments)
-        segment_labels = all_gather_cat(segment_labels)
-        pixels = all_gather_cat(pixels)
-        pixel_labels = all_gather_cat(pixel_labels)
+        share = all_gather_cat if self.enqueue_ranks == "all" else broadcast_first
+        segments, segment_labels, pixels, pixel_labels = (share(t) for t in (segments, segment_labels, pixels,
+                                                                              pixel_labels))
         self._push(self.segment_queue, self.segment_ptr, self.segment_count, segments, segment_labels)
         self._push(self.pixel_queue, self.pixel_ptr, self.pixel_count, pixels, pixel_labels)
 
