@@ -160,10 +160,11 @@ _LOW = ("adapt.teacher.threshold=0.05", "adapt.wdass.prototype_threshold=0.05", 
         "adapt.wdass.cross_threshold=0.05", "adapt.wdass.intra_threshold=0.05")
 
 
-def _trainer(tmp_path, weak_labels, source_checkpoint, kind, rows, teacher=None, optim=None, **data):
+def _trainer(tmp_path, weak_labels, source_checkpoint, kind, rows, teacher=None, optim=None, forward="joint", **data):
     adapt = wdass_adapt(weak_labels, kind, source_checkpoint, start_iter=1, edge_weight=10.0,
                         prototype_image_loss=True)
     adapt["teacher"] = {"ignore_rows": rows, **(teacher or {})}
+    adapt["forward"] = forward
     raw = raw_config(adapt, schedule={"max_iters": 2, "warmup_iters": 1}, data=data, optim=optim or {})
     cfg, parsed = load(tmp_path, raw, *_LOW)
     return build_adapt_trainer(cfg, parsed, tmp_path / "run", progress=False)
@@ -204,9 +205,11 @@ def test_wdass_steps_with_every_recipe_switch(tmp_path, weak_labels, source_chec
 def test_wdass_two_iteration_run_with_recipe_data_keys_and_lr_warmup(tmp_path, weak_labels, source_checkpoint):
     trainer = _trainer(tmp_path, weak_labels, source_checkpoint, "coarse", [2, 4],
                        teacher={"warm_start": False, "batch_norm": "batch"}, optim={"decay_norm_and_bias": False},
+                       forward="separate",
                        aspect_range=[0.9, 1.1], brightness_shift=10, hue_jitter=0.25, scale_to_width=64)
     assert trainer.target_set.dataset.transform.scale_to_width == 64
-    # the released recipe's teacher (fixed momentum, train-mode BatchNorm) and weight-decay groups
+    # the released recipe's teacher (fixed momentum, train-mode BatchNorm), weight-decay groups, one forward per part
+    assert trainer.adapt.forward == "separate"
     assert (trainer.teacher.warm_start, trainer.teacher.batch_norm, trainer.teacher.model.training) == (False, "batch", True)
     assert {g["name"]: g["weight_decay"] for g in trainer.optimizer.param_groups}["head.no_decay"] == 0.0
     lrs = []
@@ -216,3 +219,22 @@ def test_wdass_two_iteration_run_with_recipe_data_keys_and_lr_warmup(tmp_path, w
     assert trainer.iteration == 2 and (tmp_path / "run" / "last.pth").exists()
     base = trainer.optimizer.param_groups[0]["base_lr"]
     assert lrs[0] < 1e-3 * base and lrs[1] > 0.3 * base  # schedule.warmup_iters 1: the adapt loop warms up
+
+
+def test_separate_forwards_normalise_each_part_with_its_own_statistics():
+    """adapt.forward: separate runs the model once per part (BatchNorm in train mode sees each
+    part's own batch statistics) and concatenates the outputs in order; joint is one forward."""
+    from types import SimpleNamespace
+
+    from contraseg.adapt.trainer import AdaptTrainer
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4)).train()
+    parts = [torch.randn(2, 3, 4, 4) + 3.0, torch.randn(3, 3, 4, 4)]
+    stub = SimpleNamespace(adapt=SimpleNamespace(forward="separate"), forward_float=lambda x: {"logits": net(x)})
+    separate = AdaptTrainer.forward_parts(stub, parts)["logits"]
+    assert torch.allclose(separate, torch.cat([net(parts[0]), net(parts[1])]), atol=1e-6)
+    stub.adapt.forward = "joint"
+    joint = AdaptTrainer.forward_parts(stub, parts)["logits"]
+    assert torch.allclose(joint, net(torch.cat(parts)), atol=1e-6)
+    assert not torch.allclose(joint, separate, atol=1e-2)

@@ -11,6 +11,7 @@ first of which picks ``best.pth``) plus one more top-level section::
       target_base_size: null         # [h, w] the target's random rescale is relative to
       init_checkpoint: runs/src/last.pth   # weights the student starts from (null: fresh)
       rounds: 1                      # self-training: train, re-label, train again ...
+      forward: joint                 # or separate: one forward per part (BatchNorm statistics per part)
       pseudo_labels: {dir, checkpoint, threshold, class_percentile, mode, batch_size}
       teacher: {momentum, buffers, warm_start, batch_norm, threshold, ignore_rows}   # WDASS mean teacher
       wdass: {weak_kind, weak_labels, mix, photometric, contrast, weak_weight, image_weight,
@@ -191,6 +192,11 @@ class AdaptConfig:
     target_base_size: list[int] | None = size_field()
     init_checkpoint: str | None = None
     rounds: int = config_field(1, minimum=1)
+    # "joint": one forward on the step's images concatenated (source, mixed, target, ...);
+    # "separate": one forward per part, so BatchNorm normalises each with its own batch
+    # statistics, as WDASS's release (anurag-198/WDASS@7276a27 train.py:410, 432, 530) and
+    # ProAC's (renqinghuaha/ProAC_TCSVT2024@084d77d UDA/models/adaptation_model.py:83, 87) do.
+    forward: Literal["joint", "separate"] = "joint"
     pseudo_labels: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     wdass: WDASSConfig = field(default_factory=WDASSConfig)

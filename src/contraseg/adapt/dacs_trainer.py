@@ -147,7 +147,7 @@ class DACSTrainer(AdaptTrainer):
         if self.photometric is not None:
             images_m = self.photometric(images_m, generator)
         n = images_s.shape[0]
-        out = self.forward_float(torch.cat([images_s, images_m]))
+        out = self.forward_parts([images_s, images_m])
         ce_source = masked_cross_entropy(out["logits"][:n], labels_s, ignore)
         ce_mix = weighted_cross_entropy(out["logits"][n:], labels_m, weights_m, ignore)
         source_out = {name: value[:n] for name, value in out.items()}

@@ -67,7 +67,7 @@ class FDATrainer(AdaptTrainer):
             raise ValueError(f"FDA pairs source and target crops one to one: source batch {tuple(images_s.shape)}, "
                              f"target batch {tuple(images_t.shape)} (set adapt.target_batch_size to data.batch_size)")
         n = images_s.shape[0]
-        out = self.forward_float(torch.cat([self.styled_source(images_s, images_t), images_t]))
+        out = self.forward_parts([self.styled_source(images_s, images_t), images_t])
         ce_source = masked_cross_entropy(out["logits"][:n], labels_s, self.ignore_index)
         fda = self.adapt.fda
         on = 1.0 if self.iteration >= fda.entropy_start_iter else 0.0

@@ -49,7 +49,7 @@ class SelfTrainingTrainer(AdaptTrainer):
         if images_s.shape[-2:] != images_t.shape[-2:]:
             raise ValueError(f"source crops {tuple(images_s.shape[-2:])} and target crops "
                              f"{tuple(images_t.shape[-2:])} must have one size")
-        out = self.forward_float(torch.cat([images_s, images_t]))
+        out = self.forward_parts([images_s, images_t])
         n = images_s.shape[0]
         ce_source = masked_cross_entropy(out["logits"][:n], labels_s, self.ignore_index)
         ce_target = masked_cross_entropy(out["logits"][n:], labels_t, self.ignore_index)

@@ -29,6 +29,7 @@ import contextlib
 from pathlib import Path
 from typing import Any, Iterator
 
+import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
@@ -208,6 +209,15 @@ class AdaptTrainer(Trainer):
         with self.precision.autocast():
             raw = self.ddp(images)
         return {name: value.float() for name, value in raw.items()}
+
+    def forward_parts(self, parts: list[Tensor]) -> dict[str, Tensor]:
+        """:meth:`forward_float` on the step's parts (each B_i x 3 x H x W), outputs concatenated
+        in the parts' order: one forward on them all (``adapt.forward: joint``) or one per part
+        (``separate``: BatchNorm normalises each part with its own batch statistics)."""
+        if self.adapt.forward == "joint" or len(parts) == 1:
+            return self.forward_float(torch.cat(parts))
+        outputs = [self.forward_float(part) for part in parts]
+        return {name: torch.cat([out[name] for out in outputs]) for name in outputs[0]}
 
 
 class SourceOnlyTrainer(AdaptTrainer):

@@ -231,7 +231,7 @@ class WDASSTrainer(AdaptTrainer):
         parts.append(images_t)
         if weak is None:
             parts.append(self.to_device(target, "full_image"))
-        out = self.forward_float(torch.cat(parts))
+        out = self.forward_parts(parts)
         sizes = [part.shape[0] for part in parts]
         logits = out["logits"].split(sizes)
         embeds = out["embed"].split(sizes)
