@@ -162,6 +162,9 @@ def test_weighted_and_masked_cross_entropy_match_loops():
                     count += 1
     assert torch.allclose(masked_cross_entropy(logits, labels), total / count)
     assert torch.allclose(weighted_cross_entropy(logits, labels, weights), weighted / labels.numel())
+    assert torch.allclose(weighted_cross_entropy(logits, labels, weights, over="labelled"), weighted / count)
+    with pytest.raises(ValueError, match="over must be 'all' or 'labelled', got 'pixels'"):
+        weighted_cross_entropy(logits, labels, weights, over="pixels")
     empty = masked_cross_entropy(logits, torch.full_like(labels, 255))
     assert empty.item() == 0.0
     empty.backward()

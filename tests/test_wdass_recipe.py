@@ -177,8 +177,8 @@ def test_wdass_steps_with_every_recipe_switch(tmp_path, weak_labels, source_chec
     seen = []
     original = module.weighted_cross_entropy
     monkeypatch.setattr(module, "weighted_cross_entropy",
-                        lambda logits, labels, weights, ignore: seen.append(weights) or original(
-                            logits, labels, weights, ignore))
+                        lambda logits, labels, weights, ignore, **kw: seen.append(weights) or original(
+                            logits, labels, weights, ignore, **kw))
     runs = {}
     for rows in ([0, 0], [3, 5]):
         (tmp_path / str(rows[0])).mkdir()

@@ -18,7 +18,7 @@ first of which picks ``best.pth``) plus one more top-level section::
               contrast_weight, cross_weight, intra_weight, temperature, base_temperature,
               cross_samples, intra_samples, max_views, cross_threshold, intra_threshold,
               prototype_threshold, prototype_momentum, prototype_temperature, warmup_iters,
-              start_iter, edge_weight, prototype_image_loss}
+              start_iter, edge_weight, prototype_image_loss, mix_normalise}
       fda: {beta, entropy_weight, eta, entropy_start_iter}   # method fda (contraseg.adapt.fda)
       dacs: {teacher, mix, confidence_weight, photometric, rare_class_sampling, rcs_temperature,
              rcs_min_pixels, jitter_strength}                # method dacs (contraseg.adapt.dacs_trainer)
@@ -145,6 +145,9 @@ class WDASSConfig:
       train.py:165, also with ``--resume``, train.py:193), so the released recipe is ``start_iter: 10001, warmup_iters: 0``.
     - ``edge_weight``: weight of :class:`~contraseg.losses.WDASSEdgeLoss` on the source
       images (released 10, arguments.py:135; always on). 0 = off.
+    - ``mix_normalise``: the ClassMix image's weighted CE divided by all its pixels (``all``,
+      as DACS) or by its labelled ones (``labelled``, WDASS's release, loss/edgeloss.py:270-273;
+      :func:`~contraseg.adapt.losses.weighted_cross_entropy`).
     - ``prototype_image_loss``: the image-level loss also on the pixel-prototype logits of
       the student's target embeddings and the target prototypes
       (:func:`~contraseg.losses.prototype_logits`; ``--improto``, weight 1 inside the image
@@ -176,6 +179,7 @@ class WDASSConfig:
     start_iter: int = config_field(0, minimum=0)
     edge_weight: float = config_field(0.0, minimum=0.0)
     prototype_image_loss: bool = False
+    mix_normalise: Literal["all", "labelled"] = "all"
 
 
 def _default_target() -> DatasetConfig:

@@ -32,8 +32,12 @@ def masked_cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int = 255
     return F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="sum") / count
 
 
-def weighted_cross_entropy(logits: Tensor, labels: Tensor, weights: Tensor, ignore_index: int = 255) -> Tensor:
-    """DACS's pixel-weighted CE: ``mean over all B*H*W pixels of w_i * CE_i`` (ignored pixels count 0).
+def weighted_cross_entropy(logits: Tensor, labels: Tensor, weights: Tensor, ignore_index: int = 255,
+                           over: str = "all") -> Tensor:
+    """Pixel-weighted CE: ``sum_i w_i * CE_i / n`` with ``n`` every one of the B*H*W pixels
+    (``over="all"``, DACS's release; ignored pixels add 0) or only the labelled ones
+    (``over="labelled"``, WDASS's release: anurag-198/WDASS@7276a27 loss/edgeloss.py:270-273
+    averages ``seg_loss[gts != 255]``; 0 when none is labelled).
 
     Args:
         logits: B x K x h x w (upsampled to the labels).
@@ -42,6 +46,11 @@ def weighted_cross_entropy(logits: Tensor, labels: Tensor, weights: Tensor, igno
     """
     if weights.shape != labels.shape:
         raise ValueError(f"weights {tuple(weights.shape)} must have the shape of labels {tuple(labels.shape)}")
+    if over not in ("all", "labelled"):
+        raise ValueError(f"over must be 'all' or 'labelled', got {over!r}")
     logits = _upsampled(logits, tuple(labels.shape[-2:]))
     per_pixel = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="none")
-    return (per_pixel * weights.to(per_pixel.dtype)).mean()
+    weighted = per_pixel * weights.to(per_pixel.dtype)
+    if over == "all":
+        return weighted.mean()
+    return weighted.sum() / (labels != ignore_index).sum().clamp(min=1)

@@ -242,7 +242,7 @@ class WDASSTrainer(AdaptTrainer):
 
         terms: dict[str, Tensor] = {"ce_source": masked_cross_entropy(logits_s, labels_s, ignore)}
         if options.mix:
-            terms["ce_mix"] = weighted_cross_entropy(logits[1], labels_m, weights_m, ignore)
+            terms["ce_mix"] = weighted_cross_entropy(logits[1], labels_m, weights_m, ignore, over=options.mix_normalise)
         if weak is not None:
             terms["weak"] = options.weak_weight * masked_cross_entropy(logits_t, weak, ignore)
         if options.edge_weight > 0:
