@@ -853,3 +853,25 @@ def test_ocr_auxiliary_loss_is_weighted_cross_entropy_of_soft_regions() -> None:
     expected_aux = 0.4 * segmentation_loss(out["aux_logits"], labels, 255)
     torch.testing.assert_close(history[0]["aux_ce"], expected_aux)
     torch.testing.assert_close(history[0]["loss"], history[0]["ce"] + history[0]["aux_ce"])
+
+
+def test_hrnet_prototype_embedding_sees_the_released_dropout() -> None:
+    """ProtoSeg's released HRNet embeds ``proj_head(cls_head(feats))`` with ``Dropout2d(0.1)`` at
+    the end of ``cls_head``: under ``embed_from="decoded"`` the embedding's input is dropped
+    out in training (whole channels) and untouched in eval; ``"backbone"`` never is."""
+    from contraseg.models.hrnet_head import HRNetHead
+
+    torch.manual_seed(0)
+    feats = torch.randn(2, 64, 3, 3)  # 128 channels: some are dropped whatever the draw
+    decoded_head = HRNetHead(64, None, embed_from="decoded")
+    z = decoded_head.decode(feats)
+    decoded_head.train()
+    dropped = decoded_head.embedding_input(feats, z)
+    zeroed = (dropped == 0).flatten(2).all(2)
+    assert zeroed.any() and not zeroed.all()
+    kept = ~zeroed
+    assert torch.allclose(dropped[kept], z[kept] / 0.9)
+    decoded_head.eval()
+    assert torch.equal(decoded_head.embedding_input(feats, z), z)
+    backbone_head = HRNetHead(64, 3).train()
+    assert backbone_head.embedding_input(feats, z) is feats

@@ -16,8 +16,10 @@ Sub-module names are what the released-checkpoint converter
 and ``classifier.1`` (released ``cls_head.3``). The 3x3 conv keeps the released bias.
 Deliberate difference: the released 1x1 classifier has no bias; here it has one (the
 converter sets it to zero), like every other contraseg head. In the released prototype
-model the dropout sits before the projection; here it belongs to ``classify``, which the
-prototype classifier does not use (a training-time difference only).
+model (``embed_from="decoded"``) the dropout sits before the projection
+(tfzhou/ProtoSeg@1c4a778 lib/models/nets/hrnet.py:71-75, 150-152: ``cls_head`` ends with
+``Dropout2d(0.10)``), and so it does here: the embedding's input is ``Dropout2d(z)`` (a module
+without parameters, active in training only).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class HRNetHead(LinearClassifierHead):
         check_embed_from(embed_from)
         super().__init__(in_channels, channels, num_classes, dropout)
         self.embed_from = embed_from
+        self.embed_dropout = nn.Dropout2d(dropout) if embed_from == "decoded" else nn.Identity()
         self.conv = nn.Sequential(
             nn.Conv2d(in_channels, channels, 3, padding=1, bias=True),
             nn.BatchNorm2d(channels),
@@ -67,4 +70,4 @@ class HRNetHead(LinearClassifierHead):
         return self.conv(features)
 
     def embedding_input(self, features: Tensor, decoded: Tensor) -> Tensor:
-        return features if self.embed_from == "backbone" else decoded
+        return features if self.embed_from == "backbone" else self.embed_dropout(decoded)
