@@ -91,6 +91,39 @@ def test_padding_uses_zero_image_and_ignore_mask():
     assert np.array_equal(denormalize(out_image)[:, :4, :6].permute(1, 2, 0).numpy(), image)
 
 
+def test_openseg_padding_is_the_mean_colour_after_jitter_and_flip():
+    """pad_fill="mean": the padded pixels are 0 after normalising (openseg pads in its collate),
+    brightness / colour jitter do not reach them, and the image's own pixels are those of the
+    black padding run with the same draws."""
+    image, mask = _image(4, 6), _mask(4, 6)
+    kwargs = dict(scale_range=(1.0, 1.0), flip=True, jitter=0.3, hue_jitter=0.1, brightness_shift=10)
+    for seed in range(4):  # flips both ways
+        black = TrainTransform((10, 9), seed=seed, **kwargs)(image, mask)
+        mean = TrainTransform((10, 9), pad_fill="mean", seed=seed, **kwargs)(image, mask)
+        assert torch.equal(black[1], mean[1])
+        pad = (mean[1] == 255)
+        assert pad.sum() == 10 * 9 - 4 * 6
+        assert (mean[0][:, pad] == 0).all() and (black[0][:, pad] != 0).any()
+        assert torch.equal(mean[0][:, ~pad], black[0][:, ~pad])
+
+
+def test_openseg_bicubic_resize_is_opencvs_inter_cubic():
+    """resize_interpolation="bicubic" resizes like cv2.INTER_CUBIC (openseg; both cubic with a = -0.75,
+    no antialiasing) within one grey level."""
+    cv2 = pytest.importorskip("cv2")
+    image, mask = _image(40, 60), _mask(40, 60)
+    transform = TrainTransform((24, 36), scale_range=(0.6, 0.6), flip=False, jitter=0.0,
+                               resize_interpolation="bicubic", seed=0)
+    out, _ = transform(image, mask)
+    want = cv2.resize(image, (36, 24), interpolation=cv2.INTER_CUBIC)
+    got = denormalize(out).permute(1, 2, 0).numpy().astype(np.int16)
+    assert np.abs(got - want.astype(np.int16)).max() <= 1
+    with pytest.raises(ValueError, match="resize_interpolation must be 'bilinear' or 'bicubic', got 'area'"):
+        TrainTransform((4, 4), resize_interpolation="area")
+    with pytest.raises(ValueError, match="pad_fill must be 'black' or 'mean', got 'grey'"):
+        TrainTransform((4, 4), pad_fill="grey")
+
+
 def test_custom_ignore_index_pads_with_it():
     transform = TrainTransform((6, 8), scale_range=(1.0, 1.0), flip=False, jitter=0.0, ignore_index=99, seed=0)
     _, out_mask = transform(_image(4, 4), np.zeros((4, 4), np.uint8))

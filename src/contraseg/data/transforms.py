@@ -138,11 +138,18 @@ def _prepare(image: object, masks: Sequence[object]) -> tuple[Tensor, list[Tenso
     return image_t, masks_t
 
 
-def _resize(image: Tensor, masks: list[Tensor], size: tuple[int, int]) -> tuple[Tensor, list[Tensor]]:
-    """Resize the uint8 image bilinearly (antialiased) and the masks by nearest neighbour to ``size``."""
+def _resize(image: Tensor, masks: list[Tensor], size: tuple[int, int],
+            interpolation: str = "bilinear") -> tuple[Tensor, list[Tensor]]:
+    """Resize the uint8 image (``bilinear``: antialiased; ``bicubic``: cubic a = -0.75 without
+    antialiasing, as OpenCV's INTER_CUBIC that openseg uses) and the masks by nearest neighbour."""
     if tuple(image.shape[1:]) == size:
         return image, masks
-    image = F.resize(image, list(size), interpolation=InterpolationMode.BILINEAR, antialias=True)
+    if interpolation == "bicubic":  # in float: torchvision's uint8 bicubic is another kernel
+        cubic = torch.nn.functional.interpolate(image[None].float(), size=tuple(size), mode="bicubic",
+                                                align_corners=False)
+        image = cubic[0].round_().clamp_(0, 255).to(torch.uint8)
+    else:
+        image = F.resize(image, list(size), interpolation=InterpolationMode.BILINEAR, antialias=True)
     masks = [F.resize(m, list(size), interpolation=InterpolationMode.NEAREST_EXACT) for m in masks]
     return image, masks
 
@@ -161,7 +168,9 @@ class TrainTransform:
        ``base_size`` (H, W) or the input's own size; with ``aspect_range`` /
        ``scale_to_width`` the size of :func:`contraseg.data.resize_draws.draw_train_size`
        (openseg aspect jitter, ProAC scale-to-width); masks by nearest neighbour;
-    2. pad bottom/right to at least ``crop_size`` (image with 0, masks with ``ignore_index``);
+    2. pad bottom/right to at least ``crop_size`` (image with 0, masks with ``ignore_index``;
+       ``pad_fill="mean"``: the padded image pixels are 0 after step 7, i.e. the mean colour,
+       and untouched by steps 5-6, as openseg pads in its collate after normalising);
     3. crop ``crop_size`` at a uniformly random position;
     4. horizontal flip with probability 0.5 when ``flip``;
     5. image only: additive brightness ``d ~ U{-brightness_shift..brightness_shift}`` (openseg;
@@ -184,6 +193,8 @@ class TrainTransform:
         brightness_shift: whole number v >= 0 of 0-255 units (0 disables it).
         hue_jitter: hue-shift strength in [0, 0.5] (fraction of the hue circle; 0 disables it).
         scale_to_width: optional width T: the base is rescaled to width ``int(s T)``, aspect kept.
+        resize_interpolation: ``bilinear`` (antialiased) or ``bicubic`` (openseg's INTER_CUBIC).
+        pad_fill: ``black`` (0 before normalising) or ``mean`` (0 after, openseg's collate).
 
     With all four at their defaults the draws are exactly those of earlier versions.
 
@@ -206,7 +217,15 @@ class TrainTransform:
         brightness_shift: float = 0,
         hue_jitter: float = 0.0,
         scale_to_width: int | None = None,
+        resize_interpolation: str = "bilinear",
+        pad_fill: str = "black",
     ) -> None:
+        if resize_interpolation not in ("bilinear", "bicubic"):
+            raise ValueError(f"resize_interpolation must be 'bilinear' or 'bicubic', got {resize_interpolation!r}")
+        if pad_fill not in ("black", "mean"):
+            raise ValueError(f"pad_fill must be 'black' or 'mean', got {pad_fill!r}")
+        self.resize_interpolation = resize_interpolation
+        self.pad_fill = pad_fill
         self.aspect_range = check_aspect_range(aspect_range)
         self.brightness_shift = check_brightness_shift(brightness_shift)
         self.hue_jitter = check_hue_jitter(hue_jitter)
@@ -236,14 +255,17 @@ class TrainTransform:
 
         size = draw_train_size(self.base_size or tuple(image_t.shape[1:]), self.scale_range,
                                self.aspect_range, self.scale_to_width, gen)
-        image_t, masks = _resize(image_t, masks, size)
+        image_t, masks = _resize(image_t, masks, size, self.resize_interpolation)
 
         crop_h, crop_w = self.crop_size
         pad_h, pad_w = max(crop_h - size[0], 0), max(crop_w - size[1], 0)
-        if pad_h or pad_w:
+        padded = pad_h > 0 or pad_w > 0
+        if padded:
             padding = [0, 0, pad_w, pad_h]  # left, top, right, bottom
             image_t = F.pad(image_t, padding, fill=0)
             masks = [F.pad(m, padding, fill=self.ignore_index) for m in masks]
+            if self.pad_fill == "mean":  # the image's own pixels, carried through crop and flip
+                masks.append(F.pad(torch.ones(1, *size, dtype=torch.uint8), padding, fill=0))
 
         top = _randint(image_t.shape[1] - crop_h, gen)
         left = _randint(image_t.shape[2] - crop_w, gen)
@@ -258,6 +280,8 @@ class TrainTransform:
         image_t = colour_jitter(image_t, self.jitter, self.hue_jitter, gen)
 
         image_f = normalize(image_t.contiguous(), self.mean, self.std)
+        if padded and self.pad_fill == "mean":
+            image_f = image_f * masks.pop()  # padded pixels: 0 after normalising, the mean colour
         return (image_f, *(m[0].to(torch.int64) for m in masks))
 
     def __getstate__(self) -> dict:
@@ -281,7 +305,8 @@ class TrainTransform:
             f"TrainTransform(crop_size={self.crop_size}, scale_range={self.scale_range}, flip={self.flip}, "
             f"jitter={self.jitter}, base_size={self.base_size}, ignore_index={self.ignore_index}, "
             f"aspect_range={self.aspect_range}, brightness_shift={self.brightness_shift}, "
-            f"hue_jitter={self.hue_jitter}, scale_to_width={self.scale_to_width})"
+            f"hue_jitter={self.hue_jitter}, scale_to_width={self.scale_to_width}, "
+            f"resize_interpolation={self.resize_interpolation!r}, pad_fill={self.pad_fill!r})"
         )
 
 

@@ -40,7 +40,8 @@ def train_transform(cfg: DataConfig, base_size: Any = None) -> Any:
         return TrainTransform(crop_size=tuple(cfg.crop_size), scale_range=tuple(cfg.scale_range), flip=cfg.hflip,
                               jitter=cfg.jitter, base_size=tuple(base) if base else None,
                               aspect_range=cfg.aspect_range, brightness_shift=cfg.brightness_shift,
-                              hue_jitter=cfg.hue_jitter, scale_to_width=cfg.scale_to_width)
+                              hue_jitter=cfg.hue_jitter, scale_to_width=cfg.scale_to_width,
+                              resize_interpolation=cfg.resize_interpolation, pad_fill=cfg.pad_fill)
     except ValueError as err:
         raise ConfigError(f"config key data.{str(err)}") from None
 

@@ -117,6 +117,11 @@ class DataConfig:
     brightness_shift: float = config_field(0.0, minimum=0.0)
     hue_jitter: float = config_field(0.0, minimum=0.0)
     scale_to_width: int | None = config_field(None, minimum=1)
+    # openseg's image resize is OpenCV INTER_CUBIC (tfzhou/ContrastiveSeg@287e5d3
+    # lib/datasets/tools/cv2_aug_transforms.py:373) and its collate pads after normalising with 0,
+    # the mean colour (lib/datasets/tools/collate.py:143). Defaults: bilinear, black.
+    resize_interpolation: Literal["bilinear", "bicubic"] = "bilinear"
+    pad_fill: Literal["black", "mean"] = "black"
 
 
 @dataclass
